@@ -1,0 +1,37 @@
+"""visionzoo: the landmark image classifiers, written from their papers and verified.
+
+Public API (see DESIGN.md): list_models, model_info, create_model, port, save_checkpoint,
+load_checkpoint, profile, verify.
+"""
+
+from visionzoo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from visionzoo.ports import PortError, list_ports, port
+from visionzoo.profile import profile, verify
+from visionzoo.registry import (
+    ModelInfo,
+    UnknownModelError,
+    create_model,
+    list_models,
+    model_info,
+    register_model,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ModelInfo",
+    "PortError",
+    "UnknownModelError",
+    "__version__",
+    "create_model",
+    "list_models",
+    "list_ports",
+    "load_checkpoint",
+    "model_info",
+    "port",
+    "profile",
+    "register_model",
+    "save_checkpoint",
+    "verify",
+]

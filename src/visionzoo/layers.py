@@ -1,0 +1,304 @@
+"""Primitives shared by two or more families, and the model contract every family implements.
+
+The contract (``ZooModel``):
+
+* ``forward(x) == forward_head(forward_features(x))``;
+* ``forward_features(x)`` returns the last feature map (N, C, H, W) before pooling;
+* ``forward_head(x, pre_logits=False)`` pools and classifies (``pre_logits`` stops before the
+  classifier);
+* ``forward_intermediates(x)`` returns one map per ``feature_info`` entry, always NCHW;
+* ``reset_classifier(num_classes)`` replaces the classifier (0 removes it);
+* ``feature_info``: ``[{"name", "channels", "reduction"}, ...]`` one per stage output;
+* ``stage_specs()``: the rows of the paper's architecture table (used by ``visionzoo info``);
+* ``pretrained_cfg``: input size, mean, std, crop_pct, interpolation;
+* ``no_weight_decay()``: names of parameters that must not be decayed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "ClassifierHead",
+    "ConvNormAct",
+    "DropPath",
+    "FeatureExtractor",
+    "SqueezeExcite",
+    "StageSpec",
+    "ZooModel",
+    "default_cfg",
+    "make_divisible",
+]
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None,
+                   round_limit: float = 0.9) -> int:
+    """Round a channel count to a multiple of ``divisor``, never below ``round_limit`` of it.
+
+    This is the rounding of the MobileNet/EfficientNet authors' code (``_make_divisible``).
+    """
+    min_value = min_value or divisor
+    new = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new < round_limit * value:
+        new += divisor
+    return new
+
+
+def default_cfg(input_size: tuple[int, int, int] = (3, 224, 224), *,
+                mean: Sequence[float] = (0.485, 0.456, 0.406),
+                std: Sequence[float] = (0.229, 0.224, 0.225),
+                crop_pct: float = 0.875, interpolation: str = "bilinear") -> dict:
+    """An evaluation preprocessing description: resize to input/crop_pct, center-crop, normalise."""
+    return {"input_size": tuple(input_size), "mean": tuple(mean), "std": tuple(std),
+            "crop_pct": crop_pct, "interpolation": interpolation}
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d -> BatchNorm2d -> activation; ``act=None`` leaves the activation out.
+
+    ``padding=None`` is symmetric "half" padding, ``(k - 1) // 2`` (the papers' convention).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
+                 groups: int = 1, padding: int | None = None, dilation: int = 1,
+                 act: type[nn.Module] | None = nn.ReLU, norm: bool = True,
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool | None = None):
+        if padding is None:
+            padding = dilation * (kernel_size - 1) // 2
+        layers: dict[str, nn.Module] = {
+            "conv": nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation=dilation,
+                              groups=groups, bias=(not norm) if bias is None else bias),
+        }
+        if norm:
+            layers["norm"] = nn.BatchNorm2d(out_chs, eps=bn_eps, momentum=bn_momentum)
+        if act is not None:
+            layers["act"] = act(inplace=True) if _takes_inplace(act) else act()
+        super().__init__()
+        for key, module in layers.items():
+            self.add_module(key, module)
+        self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
+
+
+def _takes_inplace(act: type[nn.Module]) -> bool:
+    return act in (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.LeakyReLU)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al., arXiv 1603.09382): drop a residual branch per sample.
+
+    Surviving samples are scaled by 1/(1-p) so the expectation is unchanged; identity in eval.
+    """
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al., arXiv 1709.01507, Fig. 2-3, eq. 2-4).
+
+    Paper symbols -> arguments:
+
+    * U (H x W x C), the feature map being recalibrated: the input ``x``, C = ``channels``;
+    * squeeze F_sq, eq. (2): z_c = mean over H x W of u_c (global average pooling);
+    * excitation F_ex, eq. (3): s = sigmoid(W_2 relu(W_1 z)) with W_1 in R^{C/r x C} (``fc1``)
+      and W_2 in R^{C x C/r} (``fc2``); r = 1 / ``ratio`` when ``reduced`` is not given.
+      ``reduced`` fixes C/r directly (EfficientNet/MobileNet reduce from the block's *input*
+      channels, not from C); ``divisor`` rounds C/r to a multiple (MobileNetV3-style);
+    * scale F_scale, eq. (4): x~_c = s_c * u_c.
+
+    ``act``/``gate`` replace ReLU/sigmoid (EfficientNet uses swish inside). The FCs are 1x1 convs,
+    the same linear maps on the pooled (N, C, 1, 1) tensor.
+    """
+
+    def __init__(self, channels: int, ratio: float = 1 / 16, reduced: int | None = None,
+                 act: type[nn.Module] = nn.ReLU, gate: type[nn.Module] = nn.Sigmoid,
+                 divisor: int = 1):
+        super().__init__()
+        if reduced is None:
+            reduced = channels * ratio
+            reduced = make_divisible(reduced, divisor) if divisor > 1 else max(1, int(reduced))
+        self.channels, self.reduced = channels, reduced
+        self.fc1 = nn.Conv2d(channels, reduced, 1)  # W_1: C -> C/r
+        self.act = act(inplace=True) if _takes_inplace(act) else act()
+        self.fc2 = nn.Conv2d(reduced, channels, 1)  # W_2: C/r -> C
+        self.gate = gate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.mean((2, 3), keepdim=True)  # squeeze: (N, C, H, W) -> (N, C, 1, 1)
+        s = self.gate(self.fc2(self.act(self.fc1(z))))  # excitation, eq. (3)
+        return x * s  # scale, eq. (4)
+
+
+class ClassifierHead(nn.Module):
+    """Global average pool -> (dropout) -> linear. ``num_classes=0`` gives pooled features."""
+
+    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.0):
+        super().__init__()
+        self.in_features = in_features
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.fc: nn.Module = nn.Identity()
+        self.reset(num_classes)
+
+    def reset(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean((2, 3)) if x.ndim == 4 else x  # (N, C, H, W) -> (N, C)
+        if pre_logits:
+            return x
+        return self.fc(self.drop(x))
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One row of a paper's architecture table, tied to the modules that compute it.
+
+    ``modules``: dotted module paths whose parameters and MACs make up the row; the output size is
+    that of the last one. ``layers``: the row's description as the paper writes it. ``fmt``: the
+    layout of that module's output ("NCHW", "NHWC" or "NLC" with ``hw`` its grid) so the table
+    can print its spatial size and channels.
+    """
+
+    name: str
+    modules: tuple[str, ...]
+    layers: str
+    blocks: int | None = None
+    fmt: str = "NCHW"
+
+
+class ZooModel(nn.Module):
+    """Base class of every visionzoo classifier (see the module docstring for the contract)."""
+
+    feature_info: list[dict]
+    pretrained_cfg: dict
+    num_classes: int
+    in_chans: int
+    model_name: str = ""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head.reset(num_classes)
+        self.num_classes = num_classes
+
+    def stage_specs(self) -> list[StageSpec]:
+        return []
+
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """A clear error for a batch the network cannot take (instead of a deep conv error)."""
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            name = self.model_name or type(self).__name__
+            raise ValueError(
+                f"{name} expects a batch of shape (N, {self.in_chans}, H, W) "
+                f"(in_chans={self.in_chans}); got a tensor of shape {tuple(x.shape)}")
+
+    def init_weights(self) -> None:
+        """He (fan-out) init for convs, unit/zero BN, small-normal linear layers."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm | nn.LayerNorm):
+                if m.weight is not None:
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+
+class FeatureExtractor(nn.Module):
+    """A backbone view of a ZooModel: forward returns the selected stage maps (NCHW).
+
+    The classifier is removed, so its parameters are neither stored nor trained.
+    """
+
+    def __init__(self, model: ZooModel, out_indices: Sequence[int] | None = None):
+        super().__init__()
+        n = len(model.feature_info)
+        out_indices = tuple(range(n)) if out_indices is None else tuple(out_indices)
+        for i in out_indices:
+            if not -n <= i < n:
+                raise ValueError(f"out_indices {out_indices} out of range for {n} feature stages")
+        self.out_indices = tuple(i % n for i in out_indices)
+        model.reset_classifier(0)
+        self.model = model
+        self.model_name = getattr(model, "model_name", "")
+        self.feature_info = [model.feature_info[i] for i in self.out_indices]
+        self.pretrained_cfg = getattr(model, "pretrained_cfg", {})
+
+    @property
+    def channels(self) -> list[int]:
+        return [f["channels"] for f in self.feature_info]
+
+    @property
+    def reductions(self) -> list[int]:
+        return [f["reduction"] for f in self.feature_info]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps = self.model.forward_intermediates(x)
+        return [maps[i] for i in self.out_indices]
+
+
+def shortcut_zero_pad(x: torch.Tensor, out_chs: int, stride: int) -> torch.Tensor:
+    """Parameter-free shortcut: subsample by ``stride`` and append zero channels up to ``out_chs``.
+
+    (ResNet paper §3.3, option A.)
+    """
+    if stride > 1:
+        x = x[:, :, ::stride, ::stride]
+    extra = out_chs - x.shape[1]
+    if extra > 0:
+        x = F.pad(x, (0, 0, 0, 0, 0, extra))  # pad the channel dim (dim 1) at its end
+    return x
+
+
+def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
+    """Truncated-normal linear weights (transformer convention), zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow "SAME" padding (before, after) for one spatial dim."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2

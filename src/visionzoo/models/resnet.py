@@ -1,0 +1,339 @@
+"""ResNet — He, Zhang, Ren, Sun. "Deep Residual Learning for Image Recognition." CVPR 2016.
+arXiv 1512.03385.
+
+Paper map
+---------
+* Fig. 2, eq. (1)-(2): the residual block, y = F(x, {W_i}) + x, then ReLU     -> ``BasicBlock``
+* Fig. 5 right: the bottleneck block 1x1 -> 3x3 -> 1x1 (x4 expansion)         -> ``Bottleneck``
+* §3.3 "Residual Network": shortcut options when dimensions increase
+    (A) identity with zero-padded extra channels, parameter-free              -> ``shortcut="A"``
+    (B) 1x1 projection (+BN) only where dimensions increase                   -> ``shortcut="B"``
+* §3.4: BN after every conv and before the activation; He initialisation.
+* Table 1: the ImageNet networks (conv1, conv2_x ... conv5_x, average pool, 1000-d fc)
+                                                                              -> ``resnet18..152``
+* §4.2, Table 6: the CIFAR-10 networks, 6n+2 layers, 3x3 stem, 16/32/64 filters at
+  32x32/16x16/8x8, option-A shortcuts                                         -> ``resnet20..110``
+
+Defaults and deviations
+-----------------------
+* Bottleneck downsampling: the authors' released models (the Caffe prototxts of
+  KaimingHe/deep-residual-networks) put stride 2 on the *first 1x1* conv of the first block of
+  conv3_x..conv5_x. That is our default (``stride_in_1x1=True``) and is what Table 1's FLOPs count
+  (3.86 G MACs for ResNet-50, printed "3.8"). torchvision and timm put the stride on the 3x3 conv
+  ("ResNet v1.5", from Facebook's fb.resnet.torch / NVIDIA): same parameters, 4.09 G MACs, about
+  0.5 % better top-1. ``stride_in_1x1=False`` selects it; ``port()`` sets it for their weights, and
+  loading their weights into a model of the other layout is refused.
+* Shortcuts of the ImageNet nets: option B by default. §4.1 compares A/B/C on ResNet-34 and uses B
+  for the bottleneck nets; the published FLOPs/parameter counts and every released model use B.
+  ``shortcut="A"`` gives the parameter-free option of Table 2's first comparison.
+* The CIFAR nets use option A as §4.2 states (that gives Table 6's 0.27 M ... 1.7 M parameters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from visionzoo.layers import (
+    ClassifierHead,
+    ConvNormAct,
+    DropPath,
+    StageSpec,
+    ZooModel,
+    default_cfg,
+    shortcut_zero_pad,
+)
+from visionzoo.registry import Deviation, ModelInfo, Published, register_model
+
+__all__ = ["BasicBlock", "Bottleneck", "ResNet"]
+
+
+class ShortcutA(nn.Module):
+    """Option A (§3.3): identity, subsampled by the stride, extra channels zero-padded."""
+
+    def __init__(self, out_chs: int, stride: int):
+        super().__init__()
+        self.out_chs, self.stride = out_chs, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return shortcut_zero_pad(x, self.out_chs, self.stride)
+
+
+def make_shortcut(in_chs: int, out_chs: int, stride: int, option: str) -> nn.Module:
+    """Identity when shapes agree; otherwise option A (zero-pad) or B (1x1 projection + BN)."""
+    if stride == 1 and in_chs == out_chs:
+        return nn.Identity()
+    if option == "A":
+        return ShortcutA(out_chs, stride)
+    return ConvNormAct(in_chs, out_chs, 1, stride=stride, act=None)
+
+
+class BasicBlock(nn.Module):
+    """Fig. 2 / Fig. 5 left: two 3x3 convs; the shortcut is added before the last ReLU."""
+
+    expansion = 1
+
+    def __init__(self, in_chs: int, width: int, stride: int = 1, shortcut: str = "B",
+                 drop_path: float = 0.0, **_: object):
+        super().__init__()
+        out_chs = width * self.expansion
+        self.conv1 = ConvNormAct(in_chs, width, 3, stride=stride)
+        self.conv2 = ConvNormAct(width, out_chs, 3, act=None)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.shortcut = make_shortcut(in_chs, out_chs, stride, shortcut)
+        self.act = nn.ReLU(inplace=True)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:  # F(x, {W_i}) of eq. (1)
+        return self.conv2(self.conv1(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop_path(self.residual(x)) + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """Fig. 5 right: 1x1 (reduce) -> 3x3 -> 1x1 (restore, x4), shortcut added before the ReLU.
+
+    ``groups``/``base_width`` give the ResNeXt form (cardinality C, bottleneck width d): the 3x3
+    conv is a grouped conv of width ``C * d * out/256``.
+    """
+
+    expansion = 4
+
+    def __init__(self, in_chs: int, width: int, stride: int = 1, shortcut: str = "B",
+                 stride_in_1x1: bool = True, groups: int = 1, base_width: int = 64,
+                 drop_path: float = 0.0):
+        super().__init__()
+        out_chs = width * self.expansion
+        mid = int(width * base_width / 64) * groups
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = ConvNormAct(in_chs, mid, 1, stride=s1)
+        self.conv2 = ConvNormAct(mid, mid, 3, stride=s3, groups=groups)
+        self.conv3 = ConvNormAct(mid, out_chs, 1, act=None)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.shortcut = make_shortcut(in_chs, out_chs, stride, shortcut)
+        self.act = nn.ReLU(inplace=True)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv3(self.conv2(self.conv1(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop_path(self.residual(x)) + self.shortcut(x))
+
+
+class ResNet(ZooModel):
+    """A stem, residual stages, global average pooling and a fully connected classifier.
+
+    ``stem="imagenet"``: 7x7/2 conv (64) and 3x3/2 max pool (Table 1).
+    ``stem="cifar"``: 3x3/1 conv to the first stage's width, no pooling (§4.2).
+    """
+
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck], depths: Sequence[int],
+                 widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 1000,
+                 in_chans: int = 3, stem: str = "imagenet", shortcut: str = "B",
+                 stride_in_1x1: bool = True, groups: int = 1, base_width: int = 64,
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 zero_init_residual: bool = False):
+        super().__init__()
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"shortcut must be 'A' or 'B' (paper §3.3); got {shortcut!r}")
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem must be 'imagenet' or 'cifar'; got {stem!r}")
+        self.num_classes, self.in_chans = num_classes, in_chans
+        self.stride_in_1x1, self.shortcut = stride_in_1x1, shortcut  # layout flags (see ports)
+        self.block_type = block.__name__
+        self.paper_names = ("conv1",) + tuple(f"conv{i + 2}_x" for i in range(len(depths)))
+
+        if stem == "imagenet":
+            stem_chs = 64
+            self.stem = ConvNormAct(in_chans, stem_chs, 7, stride=2)  # conv1: 7x7, 64, stride 2
+            self.pool = nn.MaxPool2d(3, stride=2, padding=1)  # 3x3 max pool, stride 2
+            stem_reduction = 2
+        else:
+            stem_chs = widths[0]
+            self.stem = ConvNormAct(in_chans, stem_chs, 3)  # 3x3 conv, 16 filters
+            self.pool = nn.Identity()
+            stem_reduction = 1
+        self.feature_info = [{"name": "conv1", "channels": stem_chs, "reduction": stem_reduction}]
+
+        block_kwargs = {"shortcut": shortcut}
+        if block is Bottleneck:
+            block_kwargs.update(stride_in_1x1=stride_in_1x1, groups=groups, base_width=base_width)
+        elif groups != 1 or base_width != 64:
+            raise ValueError("groups/base_width (ResNeXt) need bottleneck blocks")
+        total_blocks, block_idx = sum(depths), 0
+        in_chs, reduction = stem_chs, stem_reduction * (2 if stem == "imagenet" else 1)
+        stages = []
+        for i, (depth, width) in enumerate(zip(depths, widths, strict=True)):
+            stride = 1 if i == 0 else 2  # conv3_1, conv4_1, conv5_1 downsample (Table 1)
+            reduction *= stride
+            blocks = []
+            for j in range(depth):
+                dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
+                blocks.append(block(in_chs, width, stride if j == 0 else 1, drop_path=dpr,
+                                    **block_kwargs))
+                in_chs = width * block.expansion
+                block_idx += 1
+            stages.append(nn.Sequential(*blocks))
+            self.feature_info.append(
+                {"name": self.paper_names[i + 1], "channels": in_chs, "reduction": reduction})
+        self.stages = nn.Sequential(*stages)
+        self.num_features = in_chs
+        self.head = ClassifierHead(in_chs, num_classes, drop_rate)
+        self.depths, self.widths = tuple(depths), tuple(widths)
+        self.pretrained_cfg = default_cfg()
+        self.init_weights()
+        if zero_init_residual:  # "Goyal et al." trick: each residual branch starts at zero
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.zeros_(m.conv3.norm.weight)
+                elif isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.conv2.norm.weight)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.stages(self.pool(self.stem(x)))
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.check_input(x)
+        x = self.stem(x)
+        maps = [x]
+        x = self.pool(x)
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+    def stage_specs(self) -> list[StageSpec]:
+        """Table 1 (ImageNet) / §4.2 (CIFAR) rows, built from this instance."""
+        stem = self.stem.conv
+        k, s = stem.kernel_size[0], stem.stride[0]
+        rows = [StageSpec("conv1", ("stem",), f"{k}x{k}, {stem.out_channels}, stride {s}")]
+        for i, stage in enumerate(self.stages):
+            first = stage[0]
+            if isinstance(first, Bottleneck):
+                mid, out = first.conv2.conv.out_channels, first.conv3.conv.out_channels
+                g = first.conv2.conv.groups
+                desc = f"[1x1, {mid}; 3x3, {mid}{f', C={g}' if g > 1 else ''}; 1x1, {out}]"
+            else:
+                out = first.conv2.conv.out_channels
+                desc = f"[3x3, {out}; 3x3, {out}]"
+            desc += f" x{len(stage)}"
+            modules: tuple[str, ...] = (f"stages.{i}",)
+            if i == 0 and isinstance(self.pool, nn.MaxPool2d):
+                desc = "3x3 max pool, stride 2; " + desc
+                modules = ("pool", "stages.0")
+            rows.append(StageSpec(self.paper_names[i + 1], modules, desc, len(stage)))
+        fc = "" if self.num_classes == 0 else f", {self.num_classes}-d fc"
+        rows.append(StageSpec("head", ("head",), f"average pool{fc}, softmax"))
+        return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Registered variants: Table 1 (ImageNet) and §4.2 / Table 6 (CIFAR-10).
+# ---------------------------------------------------------------------------------------------
+
+PAPER = "Deep Residual Learning for Image Recognition"
+ARXIV = "1512.03385"
+TV_META = "torchvision weights metadata (num_params, GFLOPS)"
+_TRUNC = ("the paper prints one decimal and truncates: Table 1's 3.6 is 3.66 G measured, "
+          "3.8 is 3.86 G (SENet §4 quotes the same network as '~3.86 GFLOPs')")
+
+
+def _v15(macs: str) -> Deviation:
+    return Deviation(
+        flag="stride_in_1x1=False",
+        summary="'v1.5' layout of torchvision/timm: downsampling stride on the 3x3 conv instead "
+                "of the first 1x1; same parameters, more MACs; their weights need it",
+        overrides={"stride_in_1x1": False},
+        published=(Published("macs", macs, "G", TV_META),),
+    )
+
+
+def _imagenet_info(depth: int, macs: str, params: int, tv_macs: str | None = None,
+                   truncated: bool = False) -> ModelInfo:
+    name = f"resnet{depth}"
+    published = (
+        Published("macs", macs, "G", "Table 1 ('FLOPs', i.e. multiply-adds)",
+                  rounding="truncate" if truncated else "round",
+                  note=_TRUNC if truncated else ""),
+        Published("params", str(params), "", TV_META + "; the paper prints none for ImageNet"),
+    )
+    deviations: tuple[Deviation, ...] = (
+        Deviation(flag="shortcut='A'",
+                  summary="parameter-free zero-padding shortcuts (§3.3 option A, Table 2's "
+                          "ResNet-18/34); default is option B as in every released model",
+                  overrides={"shortcut": "A"}),
+    ) if depth < 50 else (_v15(tv_macs or macs),)
+    return ModelInfo(paper=PAPER, arxiv=ARXIV, family="resnet", published=published,
+                     num_params=params, deviations=deviations,
+                     references={"torchvision": name, "timm": name})
+
+
+def _cifar_info(depth: int, params: str, exact: int) -> ModelInfo:
+    return ModelInfo(
+        paper=PAPER, arxiv=ARXIV, family="resnet",
+        published=(Published("params", params, "M", "Table 6"),),
+        num_params=exact, input_size=(3, 32, 32), num_classes=10,
+        notes=f"CIFAR-10 network of §4.2: 6n+2 = {depth} layers, n = {(depth - 2) // 6}",
+    )
+
+
+def _cifar(depth: int, **kwargs: object) -> ResNet:
+    n = (depth - 2) // 6
+    kwargs.setdefault("shortcut", "A")
+    model = ResNet(BasicBlock, (n, n, n), widths=(16, 32, 64), stem="cifar", **kwargs)
+    model.pretrained_cfg = default_cfg((3, 32, 32), mean=(0.4914, 0.4822, 0.4465),
+                                       std=(0.2470, 0.2435, 0.2616), crop_pct=1.0)
+    return model
+
+
+@register_model(_imagenet_info(18, "1.8", 11_689_512))
+def resnet18(**kwargs) -> ResNet:
+    return ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)
+
+
+@register_model(_imagenet_info(34, "3.6", 21_797_672, truncated=True))
+def resnet34(**kwargs) -> ResNet:
+    return ResNet(BasicBlock, (3, 4, 6, 3), **kwargs)
+
+
+@register_model(_imagenet_info(50, "3.8", 25_557_032, tv_macs="4.09", truncated=True))
+def resnet50(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)
+
+
+@register_model(_imagenet_info(101, "7.6", 44_549_160, tv_macs="7.80"))
+def resnet101(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, (3, 4, 23, 3), **kwargs)
+
+
+@register_model(_imagenet_info(152, "11.3", 60_192_808, tv_macs="11.51"))
+def resnet152(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, (3, 8, 36, 3), **kwargs)
+
+
+@register_model(_cifar_info(20, "0.27", 269_722))
+def resnet20(**kwargs) -> ResNet:
+    return _cifar(20, **kwargs)
+
+
+@register_model(_cifar_info(32, "0.46", 464_154))
+def resnet32(**kwargs) -> ResNet:
+    return _cifar(32, **kwargs)
+
+
+@register_model(_cifar_info(44, "0.66", 658_586))
+def resnet44(**kwargs) -> ResNet:
+    return _cifar(44, **kwargs)
+
+
+@register_model(_cifar_info(56, "0.85", 853_018))
+def resnet56(**kwargs) -> ResNet:
+    return _cifar(56, **kwargs)
+
+
+@register_model(_cifar_info(110, "1.7", 1_727_962))
+def resnet110(**kwargs) -> ResNet:
+    return _cifar(110, **kwargs)

@@ -1,0 +1,262 @@
+"""Parameters and multiply-accumulates, per stage, and verification against the papers.
+
+MACs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (conv, linear, matmul and
+attention); FLOPs = 2 x MACs. Most papers print MACs and call them "FLOPs", so every table says
+which one it shows. Counting runs on the ``meta`` device when a model is built by name: shapes
+propagate, nothing is computed, and even EfficientNet-B7 at 600x600 costs no time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from visionzoo.registry import ModelInfo, Published, builder, list_models, model_info
+
+__all__ = ["Profile", "StageProfile", "VerifyRow", "count_params", "format_info", "format_verify",
+           "profile", "verify"]
+
+
+@dataclass
+class StageProfile:
+    name: str
+    layers: str
+    output: tuple[int, ...]  # (C, H, W) for maps, (C,) for vectors
+    blocks: int | None
+    params: int
+    macs: int
+
+
+@dataclass
+class Profile:
+    model: str
+    input_size: tuple[int, int, int]
+    params: int
+    macs: int
+    stages: list[StageProfile] = field(default_factory=list)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _output_shape(out: Any, fmt: str) -> tuple[int, ...]:
+    if isinstance(out, (list, tuple)):
+        out = out[0]
+    shape = tuple(out.shape[1:])
+    if fmt == "NHWC" and len(shape) == 3:
+        return (shape[2], shape[0], shape[1])
+    if fmt == "NLC" and len(shape) == 2:
+        return (shape[1], shape[0])
+    return shape
+
+
+def profile(model: nn.Module | str, input_size: Sequence[int] | None = None,
+            **overrides: Any) -> Profile:
+    """Parameters and MACs of a model, in total and per paper stage (``model.stage_specs()``).
+
+    ``model`` is a module (run on its own device, in eval mode, without gradients) or a registered
+    name (built on the meta device, so nothing is computed). ``input_size`` is (C, H, W).
+    """
+    name = model if isinstance(model, str) else getattr(model, "model_name", type(model).__name__)
+    if isinstance(model, str):
+        info = model_info(model)
+        overrides.setdefault("num_classes", info.num_classes)
+        with torch.device("meta"):
+            model = builder(model)(**overrides)
+        input_size = input_size or info.input_size
+        device = torch.device("meta")
+    else:
+        input_size = input_size or getattr(model, "pretrained_cfg", {}).get("input_size",
+                                                                              (3, 224, 224))
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    input_size = tuple(int(v) for v in input_size)
+    specs = model.stage_specs() if hasattr(model, "stage_specs") else []
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = []
+    for spec in specs:
+        last = model.get_submodule(spec.modules[-1])
+        hooks.append(last.register_forward_hook(
+            lambda _m, _i, out, key=spec.name, fmt=spec.fmt: shapes.__setitem__(
+                key, _output_shape(out, fmt))))
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    try:
+        with counter, torch.no_grad():
+            model(torch.zeros((1, *input_size), device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    flops = counter.get_flop_counts()
+    root = type(model).__name__
+
+    def module_macs(path: str) -> int:
+        return int(sum(flops.get(f"{root}.{path}", {}).values())) // 2
+
+    rows = []
+    for spec in specs:
+        params = sum(count_params(model.get_submodule(m)) for m in spec.modules)
+        macs = sum(module_macs(m) for m in spec.modules)
+        rows.append(StageProfile(spec.name, spec.layers, shapes.get(spec.name, ()), spec.blocks,
+                                 params, macs))
+    return Profile(name, input_size, count_params(model), int(counter.get_total_flops()) // 2,
+                   rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# verify: published vs measured
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyRow:
+    model: str
+    variant: str  # "" for the registered default, else the flag(s) or the paper's row label
+    metric: str
+    published: str  # as printed, with unit
+    source: str
+    measured: float
+    passed: bool
+    kind: str  # "paper" | "variant" | "deviation"
+    note: str = ""
+
+    @property
+    def status(self) -> str:
+        return "pass" if self.passed else "FAIL"
+
+
+def _fmt_measured(value: float, pub: Published) -> str:
+    scaled = value / pub.scale
+    decimals = len(pub.text.split(".")[1]) if "." in pub.text else 0
+    return f"{scaled:.{decimals + 2}f}{pub.unit}" if pub.unit else f"{int(value):,}"
+
+
+def _rows_for(name: str, info: ModelInfo, label: str, kind: str, overrides: dict,
+              input_size: tuple[int, int, int] | None, published: Iterable[Published],
+              note: str = "") -> list[VerifyRow]:
+    published = list(published)
+    if not published:
+        return []
+    prof = profile(name, input_size or info.input_size, **overrides)
+    rows = []
+    for pub in published:
+        measured = {"params": prof.params, "macs": prof.macs}.get(pub.metric)
+        if measured is None:
+            continue  # accuracy figures are reported by `info`, not measured here
+        text = f"{pub.text}{pub.unit}" if pub.unit else f"{int(pub.value):,}"
+        rows.append(VerifyRow(name, label, pub.metric, text, pub.source, float(measured),
+                              pub.matches(measured), kind, "; ".join(x for x in (note, pub.note)
+                                                                      if x)))
+    return rows
+
+
+def verify(patterns: str | Sequence[str] = "*") -> list[VerifyRow]:
+    """Published vs measured params/MACs for every matching model, its paper variants and its
+    documented deviations. A row passes when the measurement prints as the published number at
+    the published precision (under the source's rounding convention)."""
+    names = list_models(patterns)
+    rows: list[VerifyRow] = []
+    for name in names:
+        info = model_info(name)
+        rows += _rows_for(name, info, "", "paper", {}, None, info.published)
+        for var in info.variants:
+            rows += _rows_for(name, info, var.label, "variant", dict(var.overrides),
+                              var.input_size, var.published)
+        for dev in info.deviations:
+            rows += _rows_for(name, info, dev.flag, "deviation", dict(dev.overrides), None,
+                              dev.published, note=f"documented deviation: {dev.summary}")
+    return rows
+
+
+def format_verify(rows: list[VerifyRow], fmt: str = "text") -> str:
+    if fmt == "json":
+        return json.dumps([{**asdict(r), "status": r.status} for r in rows], indent=2)
+    header = ["model", "variant", "metric", "published", "source", "measured", "status", "note"]
+
+    def cells(r: VerifyRow) -> list[str]:
+        pub = Published(r.metric, r.published.rstrip("KMG").replace(",", ""),
+                        r.published[-1] if r.published[-1] in "KMG" else "", r.source)
+        return [r.model, r.variant or "-", r.metric, r.published, r.source,
+                _fmt_measured(r.measured, pub), r.status, r.note]
+
+    body = [cells(r) for r in rows]
+    failed = sum(not r.passed for r in rows)
+    summary = f"{len(rows) - failed} passed, {failed} failed ({len(rows)} rows)"
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+        return "\n".join(lines) + f"\n\n{summary}; MACs are multiply-accumulates (FLOPs = 2 x MACs)"
+    # plain text: the note column last and unpadded, so the table stays readable
+    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h)
+              for i, h in enumerate(header[:-1])]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header[:-1], widths, strict=True)) + "  note"]
+    for row in body:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True))
+                     + ("  " + row[-1] if row[-1] else ""))
+    lines.append(summary + "; MACs are multiply-accumulates (FLOPs = 2 x MACs)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# info: the paper-style stage table
+# ---------------------------------------------------------------------------------------------
+
+
+def human(n: float, unit: str = "") -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{suffix}{unit}"
+    return f"{n:.0f}{unit}"
+
+
+def format_info(name: str, input_size: Sequence[int] | None = None, **overrides: Any) -> str:
+    info = model_info(name)
+    prof = profile(name, input_size, **overrides)
+    c, h, w = prof.input_size
+    out = [f"{name} — {info.paper} (arXiv {info.arxiv})",
+           f"input {c}x{h}x{w}; MACs = multiply-accumulates counted with torch.utils.flop_counter "
+           f"(FLOPs = 2 x MACs)"]
+    if overrides:
+        out.append("flags: " + ", ".join(f"{k}={v!r}" for k, v in overrides.items()))
+    header = ["stage", "output size", "channels", "layers", "blocks", "params", "MACs"]
+    body = []
+    for s in prof.stages:
+        size = "x".join(str(v) for v in s.output[1:]) if len(s.output) == 3 else (
+            f"{s.output[1]} tokens" if len(s.output) == 2 else "1x1")
+        chans = str(s.output[0]) if s.output else "-"
+        body.append([s.name, size, chans, s.layers, "" if s.blocks is None else str(s.blocks),
+                     human(s.params), human(s.macs)])
+    body.append(["total", "", "", "", "", human(prof.params), human(prof.macs)])
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
+    right = {4, 5, 6}
+
+    def line(r: list[str]) -> str:
+        return "  ".join(v.rjust(w) if i in right else v.ljust(w)
+                         for i, (v, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+
+    out.append(line(header))
+    out.append("  ".join("-" * w for w in widths))
+    out += [line(r) for r in body[:-1]]
+    out.append("  ".join("-" * w for w in widths))
+    out.append(line(body[-1]))
+    out.append(f"{prof.params:,} parameters; {prof.macs / 1e9:.3f} G MACs = "
+               f"{prof.flops / 1e9:.3f} GFLOPs")
+    for pub in info.published:
+        out.append(f"paper: {pub.metric} {pub.text}{pub.unit} ({pub.source})")
+    for dev in info.deviations:
+        out.append(f"deviation {dev.flag}: {dev.summary}")
+    return "\n".join(out)

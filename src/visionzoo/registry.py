@@ -1,0 +1,225 @@
+"""The model registry: every architecture is registered under its paper's name with a ModelInfo.
+
+A ModelInfo records where the network comes from (paper, arXiv id), what the paper publishes
+about it (each number with the table or section it is printed in), which deviations from the
+paper exist as flags, and which torchvision/timm networks are the same architecture.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+__all__ = [
+    "Deviation",
+    "ModelInfo",
+    "Published",
+    "UnknownModelError",
+    "Variant",
+    "create_model",
+    "list_models",
+    "model_info",
+    "register_model",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Published:
+    """One number as a paper (or a reference library) prints it.
+
+    ``text`` is kept as printed, so the precision the paper used is known: "3.8" (G MACs) is
+    matched when the measurement rounds to 3.8 at one decimal. ``rounding="truncate"`` is for a
+    source that cut digits instead (3.86 printed "3.8"); ``tolerance`` (in ``unit``s) replaces the
+    half-unit window where the source printed its numbers another way. ``note`` says why.
+    """
+
+    metric: str  # "params" | "macs" | "top1_err" | ...
+    text: str  # the number as printed, e.g. "3.8"
+    unit: str  # "" (a count), "K", "M" or "G"
+    source: str  # "Table 1", "§4.2", "torchvision weights metadata", ...
+    tolerance: float | None = None
+    note: str = ""
+    rounding: str = "round"  # "round" | "truncate"
+
+    @property
+    def value(self) -> float:
+        return float(self.text)
+
+    @property
+    def scale(self) -> float:
+        return {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "%": 1.0}[self.unit]
+
+    @property
+    def ulp(self) -> float:
+        """One unit in the last printed digit, in ``unit``s."""
+        decimals = len(self.text.split(".")[1]) if "." in self.text else 0
+        return 10.0**-decimals
+
+    def matches(self, measured: float) -> bool:
+        """Does ``measured`` (in base units) print as ``text`` under the source's convention?"""
+        m = measured / self.scale
+        eps = 1e-9 * max(1.0, abs(self.value))
+        if self.tolerance is not None:
+            return abs(m - self.value) <= self.tolerance + eps
+        if self.rounding == "truncate":
+            return self.value - eps <= m < self.value + self.ulp
+        return abs(m - self.value) <= 0.5 * self.ulp + eps
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """A documented departure from the paper, reachable through constructor flags.
+
+    ``overrides`` are the flags that select it; ``published`` are the numbers a reference
+    publishes for that layout (so `verify` can check the deviation too, not just excuse it).
+    """
+
+    flag: str  # e.g. "stride_in_1x1=False"
+    summary: str  # one line: what differs and who uses it
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    published: tuple[Published, ...] = ()
+    default: bool = False  # True when the registered default itself deviates from the paper
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Another row of the paper for the same registered network: a hyper-parameter sweep or an
+    input resolution the paper reports (e.g. SENet Table 10's reduction ratios, MobileNet
+    Table 7's resolutions). ``verify`` builds it with ``overrides`` at ``input_size``."""
+
+    label: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    input_size: tuple[int, int, int] | None = None
+    published: tuple[Published, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything known about a registered model, independent of any built instance."""
+
+    paper: str
+    arxiv: str
+    family: str
+    published: tuple[Published, ...] = ()
+    num_params: int | None = None  # exact count of the default build (num_classes=1000 unless noted)
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    min_input_size: int = 32  # smallest H = W the architecture takes (used by the test sweeps)
+    num_classes: int = 1000
+    deviations: tuple[Deviation, ...] = ()
+    variants: tuple[Variant, ...] = ()
+    references: Mapping[str, str] = field(default_factory=dict)  # {"torchvision": ..., "timm": ...}
+    name: str = ""
+    notes: str = ""
+
+    @property
+    def citation(self) -> str:
+        return f"{self.paper} (arXiv {self.arxiv})"
+
+
+class UnknownModelError(KeyError, ValueError):
+    """An unregistered model name; the message suggests close names."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], ModelInfo]] = {}
+
+
+def register_model(info: ModelInfo) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a builder under its function name. A duplicate name is refused."""
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = (fn, replace(info, name=name))
+        return fn
+
+    return decorator
+
+
+def _ensure_loaded() -> None:
+    # Importing the models package registers every family (models import this module).
+    import visionzoo.models  # noqa: F401
+
+
+def _lookup(name: str) -> tuple[Callable[..., nn.Module], ModelInfo]:
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see `visionzoo list`"
+        raise UnknownModelError(f"unknown model {name!r}{hint}") from None
+
+
+def list_models(pattern: str | list[str] | tuple[str, ...] = "*") -> list[str]:
+    """Sorted registered names matching an fnmatch pattern (or any of several patterns)."""
+    _ensure_loaded()
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    names = (n for n in _REGISTRY if any(fnmatch.fnmatchcase(n, p) for p in patterns))
+    return sorted(names, key=_natural_key)
+
+
+def _natural_key(name: str) -> list:
+    """resnet18 < resnet34 < resnet101 (numbers compared as numbers)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def model_info(name: str) -> ModelInfo:
+    return _lookup(name)[1]
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_chans: int = 3,
+    pretrained: bool | str | Path = False,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build a registered model.
+
+    ``pretrained``: False; True (the published weights of the reference named in
+    ``ModelInfo.references``, downloaded once into the cache and hash-checked); or a local path
+    to such a weights file (torchvision/timm ``.pth``/``.safetensors``, or a visionzoo
+    checkpoint). With pretrained weights and a ``num_classes`` other than theirs, everything but
+    the classifier is loaded (the classifier is freshly initialised).
+
+    ``features_only=True`` returns a backbone whose forward gives the stage maps (NCHW), one per
+    ``feature_info`` entry (or those in ``out_indices``).
+    """
+    fn, info = _lookup(name)
+    if num_classes is None:
+        num_classes = info.num_classes
+    if pretrained:
+        from visionzoo.ports import load_pretrained  # ports import the models; keep lazy
+
+        model = load_pretrained(name, pretrained, num_classes=num_classes, in_chans=in_chans,
+                                **overrides)
+    else:
+        model = fn(num_classes=num_classes, in_chans=in_chans, **overrides)
+        model.model_name = name
+        model.model_config = {"num_classes": num_classes, "in_chans": in_chans, **overrides}
+    if features_only:
+        from visionzoo.layers import FeatureExtractor
+
+        return FeatureExtractor(model, out_indices=out_indices)
+    return model
+
+
+def builder(name: str) -> Callable[..., nn.Module]:
+    """The raw registered builder (no pretrained/features handling)."""
+    return _lookup(name)[0]
