@@ -108,7 +108,8 @@ COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None],
 
 
 def _add_list(p: argparse.ArgumentParser) -> None:
-    p.add_argument("patterns", nargs="*", metavar="PATTERN", help="fnmatch patterns, e.g. 'resnet*'")
+    p.add_argument("patterns", nargs="*", metavar="PATTERN",
+                   help="fnmatch patterns, e.g. 'resnet*'")
 
 
 def _add_info(p: argparse.ArgumentParser) -> None:

@@ -111,7 +111,7 @@ class ModelInfo:
     arxiv: str
     family: str
     published: tuple[Published, ...] = ()
-    num_params: int | None = None  # exact count of the default build (num_classes=1000 unless noted)
+    num_params: int | None = None  # exact count of the default build (its default num_classes)
     input_size: tuple[int, int, int] = (3, 224, 224)
     min_input_size: int = 32  # smallest H = W the architecture takes (used by the test sweeps)
     num_classes: int = 1000
@@ -136,7 +136,10 @@ class UnknownModelError(KeyError, ValueError):
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], ModelInfo]] = {}
 
 
-def register_model(info: ModelInfo) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+Builder = Callable[..., nn.Module]
+
+
+def register_model(info: ModelInfo) -> Callable[[Builder], Builder]:
     """Decorator: register a builder under its function name. A duplicate name is refused."""
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:

@@ -126,7 +126,8 @@ def rename_keys(sd: Mapping[str, torch.Tensor], rules: Iterable[tuple[str, str]]
     return out
 
 
-def strip_prefix(sd: Mapping[str, torch.Tensor], prefixes: Iterable[str] = ("module.",)) -> StateDict:
+def strip_prefix(sd: Mapping[str, torch.Tensor],
+                 prefixes: Iterable[str] = ("module.",)) -> StateDict:
     """Remove DataParallel/DDP-style prefixes."""
     out = dict(sd)
     for prefix in prefixes:
@@ -329,6 +330,18 @@ def load_pretrained(name: str, pretrained: bool | str | Path, num_classes: int, 
     """
     if in_chans != 3:
         raise PortError("pretrained weights are for 3-channel input; use in_chans=3")
+    if pretrained is not True and Path(pretrained).suffix == ".safetensors" and _is_checkpoint(
+            Path(pretrained)):
+        from visionzoo.checkpoint import load_checkpoint, read_header
+
+        found = read_header(pretrained)["model"]
+        if found != name:
+            raise PortError(f"{pretrained} is a {found} checkpoint, not {name}")
+        ckpt_model = load_checkpoint(pretrained)
+        if num_classes != ckpt_model.num_classes:
+            ckpt_model.reset_classifier(num_classes)
+            ckpt_model.model_config["num_classes"] = num_classes
+        return ckpt_model
     info = model_info(name)
     _ensure_loaded()
     specs = [_PORTS[(src, ref)] for src, ref in info.references.items() if (src, ref) in _PORTS]
@@ -345,15 +358,6 @@ def load_pretrained(name: str, pretrained: bool | str | Path, num_classes: int, 
         _load_into(model, spec.convert(sd), spec)
         return model
     path = Path(pretrained)
-    if path.suffix == ".safetensors" and _is_checkpoint(path):
-        from visionzoo.checkpoint import load_checkpoint
-
-        ckpt_model = load_checkpoint(path)
-        if ckpt_model.model_name != name:
-            raise PortError(f"{path} is a {ckpt_model.model_name} checkpoint, not {name}")
-        if num_classes != ckpt_model.num_classes:
-            ckpt_model.reset_classifier(num_classes)
-        return ckpt_model
     sd = load_state_file(path)
     errors = []
     for spec in specs:
