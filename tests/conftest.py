@@ -16,7 +16,9 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     that mixes up any two tensors shows in the logits."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        # state_dict(): parameters and *persistent* buffers only; derived buffers (index tables,
+        # attention masks) keep the values their module computed
+        for name, t in model.state_dict(keep_vars=True).items():
             if not t.is_floating_point():
                 continue
             if name.endswith("running_var"):

@@ -26,14 +26,17 @@ import torch.nn.functional as F
 
 __all__ = [
     "ClassifierHead",
+    "Conv2dSame",
     "ConvNormAct",
     "DropPath",
     "FeatureExtractor",
     "SqueezeExcite",
     "StageSpec",
     "ZooModel",
+    "create_conv2d",
     "default_cfg",
     "make_divisible",
+    "pad_same",
 ]
 
 
@@ -62,18 +65,17 @@ def default_cfg(input_size: tuple[int, int, int] = (3, 224, 224), *,
 class ConvNormAct(nn.Sequential):
     """Conv2d -> BatchNorm2d -> activation; ``act=None`` leaves the activation out.
 
-    ``padding=None`` is symmetric "half" padding, ``(k - 1) // 2`` (the papers' convention).
+    ``padding=None`` is symmetric "half" padding, ``(k - 1) // 2`` (the papers' convention);
+    ``padding="same"`` is TensorFlow's "SAME" (see ``create_conv2d``).
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
-                 groups: int = 1, padding: int | None = None, dilation: int = 1,
+                 groups: int = 1, padding: int | str | None = None, dilation: int = 1,
                  act: type[nn.Module] | None = nn.ReLU, norm: bool = True,
                  bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool | None = None):
-        if padding is None:
-            padding = dilation * (kernel_size - 1) // 2
         layers: dict[str, nn.Module] = {
-            "conv": nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation=dilation,
-                              groups=groups, bias=(not norm) if bias is None else bias),
+            "conv": create_conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation=dilation,
+                                  groups=groups, bias=(not norm) if bias is None else bias),
         }
         if norm:
             layers["norm"] = nn.BatchNorm2d(out_chs, eps=bn_eps, momentum=bn_momentum)
@@ -174,7 +176,9 @@ class StageSpec:
     ``modules``: dotted module paths whose parameters and MACs make up the row; the output size is
     that of the last one. ``layers``: the row's description as the paper writes it. ``fmt``: the
     layout of that module's output ("NCHW", "NHWC" or "NLC" with ``hw`` its grid) so the table
-    can print its spatial size and channels.
+    can print its spatial size and channels. ``part_of``: the name of the row whose modules
+    already include this row's (e.g. a stage's SE blocks): a breakdown, not another stage, so
+    ``info`` shows the parent with and without it and totals skip it.
     """
 
     name: str
@@ -182,6 +186,7 @@ class StageSpec:
     layers: str
     blocks: int | None = None
     fmt: str = "NCHW"
+    part_of: str | None = None
 
 
 class ZooModel(nn.Module):
@@ -257,6 +262,8 @@ class FeatureExtractor(nn.Module):
                 raise ValueError(f"out_indices {out_indices} out of range for {n} feature stages")
         self.out_indices = tuple(i % n for i in out_indices)
         model.reset_classifier(0)
+        if hasattr(model, "remove_head"):  # heads with hidden layers (AlexNet/VGG fc6, fc7)
+            model.remove_head()
         self.model = model
         self.model_name = getattr(model, "model_name", "")
         self.feature_info = [model.feature_info[i] for i in self.out_indices]
@@ -302,3 +309,74 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tupl
     out = math.ceil(size / stride)
     total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
+
+
+def _same_total(size, kernel: int, stride: int, dilation: int):
+    """Total TF "SAME" padding of one dim: ``(ceil(n/s) - 1) * s + (k-1)*d + 1 - n``, >= 0.
+
+    Written as ``(-n) % s + (k-1)*d + 1 - s`` (equal when the dilated kernel covers the stride), so
+    it is plain integer arithmetic that ``torch.export`` can trace on a symbolic size.
+    """
+    span = (kernel - 1) * dilation + 1
+    if span >= stride:
+        return (-size) % stride + span - stride
+    return max((math.ceil(size / stride) - 1) * stride + span - size, 0)
+
+
+def same_is_symmetric(kernel: int, stride: int, dilation: int = 1) -> bool:
+    """Is TF "SAME" padding the symmetric ``d * (k - 1) / 2`` for every input size? (True for
+    stride 1 with an odd kernel: the padding then never depends on the input.)"""
+    return stride == 1 and ((kernel - 1) * dilation) % 2 == 0
+
+
+def pad_same(x: torch.Tensor, kernel_size: Sequence[int], stride: Sequence[int],
+             dilation: Sequence[int] = (1, 1), value: float = 0.0) -> torch.Tensor:
+    """Zero-pad ``x`` (N, C, H, W) as TensorFlow's "SAME": the odd pixel goes after (bottom/right).
+
+    The amounts come from ``x``'s own size, so they are Python ints whenever the size is known
+    (eager mode, or an export at a static input size: a constant ONNX ``Pad``), and symbolic
+    arithmetic under a dynamic-shape export (a ``Pad`` computed from ``Shape``).
+    """
+    ph = _same_total(x.shape[-2], kernel_size[0], stride[0], dilation[0])
+    pw = _same_total(x.shape[-1], kernel_size[1], stride[1], dilation[1])
+    # F.pad order is (left, right, top, bottom): W first
+    return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=value)
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow "SAME" padding (the layout of TF-trained weights).
+
+    TF pads ``total = (ceil(n/s) - 1) * s + k - n`` and puts the odd pixel at the bottom/right;
+    PyTorch's symmetric padding puts the same amount on both sides. The two differ only when the
+    total is odd, which for odd kernels happens only with stride > 1 (on even sizes), so
+    ``create_conv2d`` uses this class only there. Parameters and state-dict keys are those of
+    ``nn.Conv2d``.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int = 1,
+                 dilation: int = 1, groups: int = 1, bias: bool = True):
+        super().__init__(in_chs, out_chs, kernel_size, stride, 0, dilation=dilation,
+                         groups=groups, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(pad_same(x, self.kernel_size, self.stride, self.dilation))
+
+
+def create_conv2d(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1,
+                  padding: int | str | None = None, dilation: int = 1, groups: int = 1,
+                  bias: bool = True) -> nn.Conv2d:
+    """A conv with ``padding``: an int, None (symmetric ``d * (k - 1) // 2``) or "same" (TF).
+
+    "same" gives a plain ``nn.Conv2d`` with static symmetric padding where that is what SAME
+    means for every input size (stride 1, odd kernel), and a ``Conv2dSame`` otherwise.
+    """
+    if padding == "same":
+        if not same_is_symmetric(kernel_size, stride, dilation):
+            return Conv2dSame(in_chs, out_chs, kernel_size, stride, dilation, groups, bias)
+        padding = None
+    if padding is None:
+        padding = dilation * (kernel_size - 1) // 2
+    if not isinstance(padding, int):
+        raise ValueError(f"padding must be an int, None or 'same'; got {padding!r}")
+    return nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation=dilation,
+                     groups=groups, bias=bias)

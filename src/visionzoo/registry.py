@@ -39,8 +39,9 @@ class Published:
 
     ``text`` is kept as printed, so the precision the paper used is known: "3.8" (G MACs) is
     matched when the measurement rounds to 3.8 at one decimal. ``rounding="truncate"`` is for a
-    source that cut digits instead (3.86 printed "3.8"); ``tolerance`` (in ``unit``s) replaces the
-    half-unit window where the source printed its numbers another way. ``note`` says why.
+    source that cut digits instead (3.86 printed "3.8"), ``rounding="ceil"`` for one that rounded
+    up (35.64 printed "35.7"); ``tolerance`` (in ``unit``s) replaces the half-unit window where
+    the source printed its numbers another way. ``note`` says why.
     """
 
     metric: str  # "params" | "macs" | "top1_err" | ...
@@ -49,7 +50,10 @@ class Published:
     source: str  # "Table 1", "§4.2", "torchvision weights metadata", ...
     tolerance: float | None = None
     note: str = ""
-    rounding: str = "round"  # "round" | "truncate"
+    rounding: str = "round"  # "round" | "truncate" | "ceil"
+    # what the source left out of its count, in ``unit``s (e.g. the FC layer, or BN parameters),
+    # subtracted from the measurement before it is compared; ``note`` says what it is
+    excluded: float = 0.0
 
     @property
     def value(self) -> float:
@@ -67,12 +71,14 @@ class Published:
 
     def matches(self, measured: float) -> bool:
         """Does ``measured`` (in base units) print as ``text`` under the source's convention?"""
-        m = measured / self.scale
+        m = measured / self.scale - self.excluded
         eps = 1e-9 * max(1.0, abs(self.value))
         if self.tolerance is not None:
             return abs(m - self.value) <= self.tolerance + eps
         if self.rounding == "truncate":
             return self.value - eps <= m < self.value + self.ulp
+        if self.rounding == "ceil":
+            return self.value - self.ulp < m <= self.value + eps
         return abs(m - self.value) <= 0.5 * self.ulp + eps
 
 

@@ -1,3 +1,14 @@
-"""Importing this package registers every family (one import line per family file)."""
+"""Importing this package registers every family (one name per family file below)."""
 
-from visionzoo.models import resnet  # noqa: F401
+from visionzoo.models import (  # noqa: F401 - imported for their registrations
+    alexnet,
+    densenet,
+    efficientnet,
+    mobilenet_v1,
+    mobilenet_v2,
+    resnet,
+    senet,
+    shufflenet_v1,
+    swin,
+    vgg,
+)

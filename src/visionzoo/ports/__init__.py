@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,8 @@ __all__ = ["PortError", "PortSpec", "cache_dir", "download", "list_ports", "load
            "load_state_file", "port", "register_port", "rename_keys"]
 
 SOURCES = ("torchvision", "timm", "efficientnet_pytorch")
-_FAMILY_MODULES = ("resnet",)  # ports/<family>.py, imported on first use
+# ports/<family>.py, imported on first use
+_FAMILY_MODULES = ("resnet", "senet", "classic", "mobile", "efficientnet", "swin")
 
 StateDict = dict[str, torch.Tensor]
 
@@ -53,6 +54,9 @@ class PortSpec:
     pretrained_cfg: Mapping[str, Any] | None = None
     url: str | None = None  # published weights (hash prefix in the file name, torch.hub style)
     num_classes: int = 1000
+    # one source name for several of our networks (torchvision's mobilenet_v2(width_mult=w)):
+    # (converted state dict) -> (our registered name, extra flags), read from the tensor shapes
+    resolve: Callable[[StateDict], tuple[str, Mapping[str, Any]]] | None = None
 
 
 _PORTS: dict[tuple[str, str], PortSpec] = {}
@@ -61,13 +65,15 @@ _PORTS: dict[tuple[str, str], PortSpec] = {}
 def register_port(source: str, name: str, model: str, convert: Callable[[StateDict], StateDict],
                   overrides: Mapping[str, Any] | None = None,
                   pretrained_cfg: Mapping[str, Any] | None = None, url: str | None = None,
-                  num_classes: int = 1000) -> None:
+                  num_classes: int = 1000,
+                  resolve: Callable[[StateDict], tuple[str, Mapping[str, Any]]] | None = None,
+                  ) -> None:
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
     if (source, name) in _PORTS:
         raise ValueError(f"port {source}:{name} is already registered")
     _PORTS[(source, name)] = PortSpec(source, name, model, convert, dict(overrides or {}),
-                                      pretrained_cfg, url, num_classes)
+                                      pretrained_cfg, url, num_classes, resolve)
 
 
 def _ensure_loaded() -> None:
@@ -272,6 +278,9 @@ def port(source: str, name: str, state_dict: Mapping[str, torch.Tensor] | str | 
     if isinstance(state_dict, (str, Path)):
         state_dict = load_state_file(state_dict)
     converted = spec.convert(strip_prefix(dict(state_dict)))
+    if spec.resolve is not None:  # which of our networks these tensors are (e.g. the width)
+        ours, extra = spec.resolve(converted)
+        spec = replace(spec, model=ours, overrides={**spec.overrides, **extra})
     if model is None:
         model = _build(spec, num_classes if num_classes is not None else spec.num_classes)
     else:
@@ -299,6 +308,9 @@ def _build(spec: PortSpec, num_classes: int, **extra: Any) -> nn.Module:
 
 
 def _load_into(model: nn.Module, converted: StateDict, spec: PortSpec) -> None:
+    adapt = getattr(model, "adapt_state_dict", None)
+    if callable(adapt):  # a model's own resizing on load (e.g. Swin's bias tables to its window)
+        converted = adapt(converted)
     head = _head_prefix(model)
     own = model.state_dict()
     skip = ()
