@@ -381,7 +381,6 @@ def test_same_padding_matches_timm_at_odd_sizes(size):
 def test_same_padding_exports_to_onnx(tmp_path):
     """Static size: the TF padding folds into the ONNX Conv's (asymmetric) pads. Dynamic size:
     a Pad computed from the input shape, right at odd and even sizes."""
-    pytest.importorskip("onnxruntime")
     import onnxruntime as ort
 
     net = nn.Sequential(ConvNormAct(3, 8, 3, 2, padding="same", act=nn.SiLU, bn_eps=1e-3),
