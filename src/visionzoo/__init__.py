@@ -5,6 +5,7 @@ load_checkpoint, profile, verify.
 """
 
 from visionzoo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from visionzoo.optimize import optimize
 from visionzoo.ports import PortError, list_ports, port
 from visionzoo.profile import profile, verify
 from visionzoo.registry import (
@@ -29,6 +30,7 @@ __all__ = [
     "list_ports",
     "load_checkpoint",
     "model_info",
+    "optimize",
     "port",
     "profile",
     "register_model",

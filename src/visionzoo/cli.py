@@ -143,6 +143,249 @@ COMMANDS += [
 ]
 
 
+# ---------------------------------------------------------------------------------------------
+# predict (visionzoo.predict does the work)
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from visionzoo.predict import PredictError, format_predictions, load_classifier, predict
+
+    if args.weights and not args.model:
+        raise UserError("--weights needs --model (the registered name the weights are for)")
+    model, names = load_classifier(args.model, args.weights, args.checkpoint)
+    results = predict(model, args.images, names, topk=args.topk, batch_size=args.batch_size)
+    failed = [r for r in results if isinstance(r, PredictError)]
+    for r in failed:  # one line per unreadable file; the others still get their predictions
+        print(f"visionzoo predict: error: {r.message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([{"path": r.path, "error": r.message} if isinstance(r, PredictError) else
+                          {"path": r.path, "topk": [{"index": c, "name": n, "probability": p}
+                                                    for c, n, p in r.topk]} for r in results],
+                         indent=2))
+    elif len(failed) < len(results):
+        print(format_predictions(results))
+    return 1 if failed else 0
+
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any Pillow format)")
+    p.add_argument("--model", help="registered model name (needed with --weights)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--weights", help="torchvision/timm/efficientnet_pytorch weights file")
+    g.add_argument("--checkpoint", help="visionzoo checkpoint (.safetensors)")
+    p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+COMMANDS += [
+    ("predict", "top-k ImageNet (or checkpoint) classes of image files", _add_predict,
+     cmd_predict),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# train / eval (visionzoo.engine does the work)
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from visionzoo.recipes import RECIPE_KEYS, list_recipes, load_recipe
+
+    if args.list_recipes:
+        for name in list_recipes():
+            print(f"{name:14s} {load_recipe(name).get('description', '')}")
+        return 0
+    if not args.resume and (not args.model or not args.data):
+        raise UserError("--model and --data are required (or --resume --out RUN_DIR)")
+    from visionzoo.engine import TrainingDiverged, TrainingInterrupted, train
+
+    overrides = {k: getattr(args, f"rk_{k}") for k in RECIPE_KEYS if hasattr(args, f"rk_{k}")}
+    try:
+        train(args.model, args.data, recipe=args.recipe, overrides=overrides, out=args.out,
+              resume=args.resume)
+    except TrainingDiverged as e:
+        raise UserError(str(e)) from None
+    except TrainingInterrupted as e:
+        print(f"visionzoo train: {e}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from visionzoo.engine import evaluate_checkpoint
+
+    r = evaluate_checkpoint(args.model, args.checkpoint, args.data, split=args.split,
+                            batch_size=args.batch_size, workers=args.workers, device=args.device,
+                            out_dir=args.out)
+    if args.json:
+        import json
+
+        print(json.dumps({k: v for k, v in r.items() if k != "confusion"}, indent=2))
+        return 0
+    print(f"{r['model']} {r['checkpoint']} on {r['data']} {r['split']} ({r['images']:,} images): "
+          f"top-1 {r['top1']:.2%}  top-5 {r['top5']:.2%}  loss {r['loss']:.4f}")
+    width = max(len(c["class"]) for c in r["per_class"])
+    print("per-class accuracy:")
+    for c in r["per_class"]:
+        correct = round(c["accuracy"] * c["images"])
+        print(f"  {c['class']:<{width}}  {c['accuracy']:7.2%}  ({correct}/{c['images']})")
+    if r["skipped"]:
+        print(f"skipped {r['skipped']} undecodable images, e.g. {r['skipped_paths'][0]}")
+    print(f"confusion matrix: {r['confusion_png']}; results: {r['json']}")
+    return 0
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    from visionzoo.recipes import RECIPE_KEYS
+
+    p.add_argument("--model", help="registered model name, e.g. resnet20")
+    p.add_argument("--data", help="fashion-mnist | cifar10 | cifar100 | a dataset folder "
+                                  "(ImageFolder train/ val/, IDX files, CIFAR python batches)")
+    p.add_argument("--recipe", help="packaged recipe name or a YAML file (default: small_cpu; "
+                                    "see --list-recipes)")
+    p.add_argument("--out", help="run directory (default: runs/<model>_<data>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint")
+    p.add_argument("--list-recipes", action="store_true", help="list the packaged recipes")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for key, spec in RECIPE_KEYS.items():
+        if spec.group == "about":
+            continue
+        if spec.group not in groups:
+            groups[spec.group] = p.add_argument_group(f"recipe keys ({spec.group}); override the "
+                                                      f"recipe" if not groups else spec.group)
+        extra: dict[str, Any] = {}
+        if spec.kind == "bool":
+            extra = {"nargs": "?", "const": "true"}
+        choices = f" {{{','.join(spec.choices)}}}" if spec.choices else ""
+        groups[spec.group].add_argument(
+            "--" + key.replace("_", "-"), dest=f"rk_{key}", default=argparse.SUPPRESS,
+            metavar=spec.kind.upper(), help=f"{spec.help}{choices} [{spec.default}]", **extra)
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True)
+    p.add_argument("--checkpoint", required=True,
+                   help="a visionzoo checkpoint (model.safetensors of a run) or weights file")
+    p.add_argument("--data", required=True, help="as for train")
+    p.add_argument("--split", help="split to evaluate (default: the dataset's val/test split)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", default="auto", help="loader worker processes (default: auto)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="folder for the confusion-matrix PNG and JSON "
+                                 "(default: the checkpoint's folder)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+COMMANDS += [
+    ("train", "train a model on a dataset with a recipe (torchrun-able)", _add_train, cmd_train),
+    ("eval", "top-1/top-5/loss, per-class accuracy and a confusion matrix of a checkpoint",
+     _add_eval, cmd_eval),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# bench / export
+# ---------------------------------------------------------------------------------------------
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{what} expects comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise UserError(f"{what} expects positive integers, got {text!r}")
+    return values
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from visionzoo.bench import bench
+
+    log = (lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True)) if args.verbose \
+        else None
+    report = bench(args.models, batches=_int_list(args.batch, "--batch"), size=args.size,
+                   threads=args.threads, train=args.train, compare=args.compare,
+                   optimize=args.optimize, compile=args.compile,
+                   device=args.device, repeats=args.repeats, min_time=args.min_time,
+                   warmup=args.warmup, memory=not args.no_memory, log=log)
+    print(report.format(args.format), end="")
+    if args.out:
+        paths = report.save(args.out)
+        print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    if args.plot:
+        print(f"wrote {report.plot(args.plot)}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from visionzoo.checkpoint import load_checkpoint
+    from visionzoo.export import EXPORT_SUFFIX, export_model
+    from visionzoo.registry import create_model, model_info
+
+    info = model_info(args.model)  # unknown names fail here, with suggestions
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint)
+        if getattr(model, "model_name", args.model) != args.model:
+            raise UserError(f"{args.checkpoint} holds {model.model_name}, not {args.model}")
+    else:
+        model = create_model(args.model)
+    size = (info.input_size[0], args.size, args.size) if args.size else None
+    out = args.out or f"{args.model}{EXPORT_SUFFIX[args.format]}"
+    try:
+        result = export_model(model, out, args.format, size, dynamic_batch=args.dynamic_batch)
+    except Exception as e:  # noqa: BLE001 - exporter failures are reported in one line
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+        raise UserError(f"{args.format} export of {args.model} failed: "
+                        f"{type(e).__name__}: {first[:300]}") from None
+    print(result.summary())
+    return 0 if result.passed else 1
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", metavar="MODEL", help="names or fnmatch patterns")
+    p.add_argument("--batch", default="1,32", help="comma-separated batch sizes (default 1,32)")
+    p.add_argument("--size", type=int, help="input height = width (default: the paper's)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--train", action="store_true", help="also time training steps")
+    p.add_argument("--compare", action="store_true",
+                   help="the same network from torchvision and timm, interleaved, with ratios")
+    p.add_argument("--optimize", action="store_true",
+                   help="also time visionzoo.optimize(model) (BN folded, channels_last)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time optimize(model, compile=True) (compiles on first call)")
+    p.add_argument("--format", choices=["md", "csv", "json"], default="md")
+    p.add_argument("--out", metavar="PREFIX", help="also write PREFIX.md/.csv/.json/.png")
+    p.add_argument("--plot", metavar="PNG", help="throughput vs MACs plot")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--min-time", type=float, default=1.0,
+                   help="seconds per candidate per round (default 1.0)")
+    p.add_argument("--warmup", type=int, default=3, help="warm-up calls (default 3)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
+    p.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model")
+    p.add_argument("--format", choices=["onnx", "torchscript", "exported"], required=True)
+    p.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension")
+    p.add_argument("--size", type=int, help="input height = width (default: the paper's)")
+    p.add_argument("--checkpoint", help="a visionzoo checkpoint (default: random weights)")
+    p.add_argument("--out", help="output file (default MODEL.onnx / .torchscript.pt / .pt2)")
+
+
+COMMANDS += [
+    ("bench", "throughput, latency and peak memory, side by side with torchvision/timm",
+     _add_bench, cmd_bench),
+    ("export", "ONNX / TorchScript / torch.export with a parity check", _add_export, cmd_export),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="visionzoo",

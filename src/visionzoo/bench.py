@@ -1,0 +1,715 @@
+"""Throughput, latency and peak memory, side by side with torchvision and timm.
+
+``bench(["resnet50"], compare=True)`` measures, for each model:
+
+* **params** and **MACs** (``visionzoo.profile``; multiply-accumulates, FLOPs = 2 x MACs) of every
+  candidate, so that "the same network" can be seen to be the same;
+* **throughput** (images/s) at each batch size, inference (``torch.inference_mode``) and, with
+  ``train=True``, training (forward, cross-entropy, backward, SGD-with-momentum step);
+* **latency** p50 / p90 (ms) at batch 1, from the individual calls;
+* **peak memory** (MB) of one call (method below);
+* with ``compare=True``: the same network from torchvision and timm (the names in
+  ``ModelInfo.references``), and the **ratio** ours / theirs;
+* with ``optimize=True``: ``visionzoo.optimize(model)`` as one more candidate, and with
+  ``compile=True`` ``optimize(model, compile=True)`` as another (its compilation happens in the
+  untimed first call).
+
+Method. All candidates of a model get the same input tensor. With ``compare=True`` ours is built
+by ``port()`` from the reference's own (randomly initialised) state dict, so both have the same
+layout flags (e.g. torchvision's v1.5 stride) *and* the same weights; the max |logit difference|
+is reported next to each reference to show it. Every candidate is warmed up (one untimed call,
+then calls until ``warmup`` calls and ``min_time / 2`` seconds have passed; that also sizes its
+rounds), then ``repeats`` rounds are run: in each round every candidate runs back to back for
+about ``min_time`` seconds, the order rotating from round to round, so that drifting machine load
+hits all candidates alike. Throughput is the median over rounds; a **ratio** is the median over
+rounds of the per-round ratio (ours / that reference on a reference's row; this candidate / the
+faster reference on one of our rows). ``torch.set_num_threads(threads)`` pins the intra-op
+threads.
+
+Peak memory. ``tracemalloc`` does not see torch's allocations, so memory is measured in a fresh
+subprocess per model (``memory=True``): on CPU the resident-set high-water mark (``VmHWM``, reset
+through ``/proc/self/clear_refs``) during one call, minus the resident set just before it, with
+glibc told to serve every allocation of 64 KiB or more by ``mmap`` (``MALLOC_MMAP_THRESHOLD_``),
+so freed activations go back to the OS and the next candidate's peak is not hidden in reused
+heap. That is the memory the call adds on top of the model: activations and workspace (plus
+gradients for training), not the weights. On CUDA it is ``torch.cuda.max_memory_allocated()`` minus
+the allocation before the call. Where ``clear_refs`` cannot be written (not Linux), the
+``ru_maxrss`` growth is reported instead and the method column says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import gc
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from visionzoo.profile import count_params
+from visionzoo.registry import list_models, model_info
+
+__all__ = ["BenchReport", "BenchRow", "ReferenceUnavailable", "bench", "build_reference",
+           "machine_info"]
+
+OURS = "visionzoo"
+OURS_OPT = "visionzoo+optimize"
+OURS_COMPILED = "visionzoo+optimize+compile"
+
+
+class ReferenceUnavailable(RuntimeError):
+    """A reference network that cannot be built here (library missing, unknown name)."""
+
+
+@dataclass
+class BenchRow:
+    model: str  # our registered name
+    impl: str  # "visionzoo", "visionzoo+optimize", "torchvision", "timm"
+    name: str  # the implementation's own model name
+    config: str  # our layout flags / optimize steps, or "" for a reference
+    mode: str  # "infer" | "train"
+    batch: int
+    size: int
+    threads: int
+    device: str
+    params: int | None = None
+    macs: int | None = None  # per image
+    img_s: float | None = None  # median over rounds
+    img_s_min: float | None = None
+    img_s_max: float | None = None
+    lat_p50_ms: float | None = None  # batch 1 only
+    lat_p90_ms: float | None = None
+    peak_mem_mb: float | None = None
+    ratio: float | None = None  # see the module docstring
+    max_diff: float | None = None  # max |logit diff| vs our eager model on the bench input
+    error: str = ""
+
+
+@dataclass
+class BenchReport:
+    rows: list[BenchRow]
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    memory_method: str = ""
+
+    # ---- formats ----------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        return json.dumps({"machine": self.machine, "settings": self.settings,
+                           "memory_method": self.memory_method,
+                           "rows": [asdict(r) for r in self.rows]}, indent=2)
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        names = list(BenchRow.__dataclass_fields__)
+        w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({k: ("" if v is None else v) for k, v in asdict(r).items()})
+        return buf.getvalue()
+
+    def to_markdown(self) -> str:
+        m, s = self.machine, self.settings
+        lines = [
+            f"Machine: {m.get('cpu', '?')}, {m.get('usable_cpus', '?')} usable CPU(s)"
+            + (f", {m['gpu']}" if m.get("gpu") else "")
+            + f"; torch {m.get('torch')}, torchvision {m.get('torchvision')}, timm {m.get('timm')}"
+            + f"; {m.get('date', '')}; load average at start {m.get('loadavg', '?')}",
+            f"Settings: device {s.get('device')}, {s.get('threads')} thread(s), batches "
+            f"{s.get('batches')}, {s.get('repeats')} interleaved rounds of ~{s.get('min_time')} s "
+            f"after warm-up. MACs = multiply-accumulates per image (FLOPs = 2 x MACs). "
+            f"ratio: on a reference row ours (in its layout, same weights)/that reference; on "
+            f"our rows this/the faster reference of the same layout (median of per-round "
+            f"ratios). Peak memory: {self.memory_method}.",
+            "",
+        ]
+        header = ["model", "impl", "config", "mode", "batch", "params", "MACs", "img/s",
+                  "p50 ms", "p90 ms", "peak MB", "ratio", "max|dlogit|"]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for r in self.rows:
+            spread = (f" ({r.img_s_min:.1f}-{r.img_s_max:.1f})"
+                      if r.img_s_min is not None and r.img_s_max is not None else "")
+            cells = [r.model, r.impl if r.impl.startswith(OURS) else f"{r.impl}:{r.name}",
+                     r.config or "-", r.mode, str(r.batch), _human(r.params), _human(r.macs),
+                     (f"{r.img_s:.1f}{spread}" if r.img_s is not None else
+                      f"error: {r.error}"), _fmt(r.lat_p50_ms, 2), _fmt(r.lat_p90_ms, 2),
+                     _fmt(r.peak_mem_mb, 1), _fmt(r.ratio, 3),
+                     f"{r.max_diff:.1e}" if r.max_diff is not None else "-"]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def format(self, fmt: str) -> str:
+        try:
+            return {"md": self.to_markdown, "csv": self.to_csv, "json": self.to_json}[fmt]()
+        except KeyError:
+            raise ValueError(f"unknown format {fmt!r}; expected md, csv or json") from None
+
+    def plot(self, path: str | Path, mode: str = "infer") -> Path:
+        """PNG: throughput against MACs per image (log-log), one marker style per implementation,
+        at the largest batch measured."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [r for r in self.rows if r.mode == mode and r.img_s and r.macs]
+        batch = max((r.batch for r in rows), default=0)
+        rows = [r for r in rows if r.batch == batch]
+        fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+        styles = {OURS: ("o", "tab:blue"), OURS_OPT: ("*", "tab:green"),
+                  OURS_COMPILED: ("P", "tab:olive"),
+                  "torchvision": ("s", "tab:orange"), "timm": ("^", "tab:red")}
+        for impl in dict.fromkeys(r.impl for r in rows):
+            pts = [r for r in rows if r.impl == impl]
+            marker, color = styles.get(impl, ("x", "tab:gray"))
+            ax.scatter([r.macs / 1e9 for r in pts], [r.img_s for r in pts], marker=marker,
+                       color=color, label=impl, s=60 if marker == "*" else 36, alpha=0.85)
+        for r in rows:
+            if r.impl == OURS:
+                ax.annotate(r.model, (r.macs / 1e9, r.img_s), fontsize=7,
+                            xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}")
+        for axis in (ax.xaxis, ax.yaxis):  # 0.3 and 200, not 3x10^-1 and 2x10^2
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("G MACs per image (FLOPs = 2 x MACs)")
+        ax.set_ylabel(f"{'inference' if mode == 'infer' else 'training'} throughput, images/s")
+        m, s = self.machine, self.settings
+        ax.set_title(f"batch {batch}, {s.get('threads')} thread(s), {s.get('device')}: "
+                     f"{m.get('cpu', '')}"[:110], fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        if rows:
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return path
+
+    def save(self, prefix: str | Path) -> dict[str, Path]:
+        """Write ``prefix``.md / .csv / .json / .png; returns the paths by format."""
+        prefix = Path(prefix)
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        out = {}
+        for fmt in ("md", "csv", "json"):
+            p = prefix.with_name(prefix.name + f".{fmt}")
+            p.write_text(self.format(fmt))
+            out[fmt] = p
+        out["png"] = self.plot(prefix.with_name(prefix.name + ".png"))
+        return out
+
+
+def _human(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{suffix}"
+    return f"{n:.0f}"
+
+
+def _fmt(v: float | None, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the machine
+# ---------------------------------------------------------------------------------------------
+
+
+def machine_info(device: str = "cpu") -> dict[str, Any]:
+    """What the numbers were measured on (recorded with every result)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                       cpu)
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    if hasattr(os, "getloadavg"):
+        info["loadavg"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    for lib in ("torchvision", "timm"):
+        try:
+            info[lib] = __import__(lib).__version__
+        except ImportError:
+            info[lib] = None
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# candidates
+# ---------------------------------------------------------------------------------------------
+
+
+def build_reference(source: str, name: str) -> nn.Module:
+    """The reference library's network, randomly initialised (no download)."""
+    try:
+        if source == "torchvision":
+            import torchvision
+
+            return torchvision.models.get_model(name, weights=None)
+        if source == "timm":
+            import timm
+
+            return timm.create_model(name, pretrained=False)
+        if source == "efficientnet_pytorch":
+            from efficientnet_pytorch import EfficientNet
+
+            return EfficientNet.from_name(name)
+    except ImportError as e:
+        raise ReferenceUnavailable(f"{source} is not installed ({e})") from None
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise ReferenceUnavailable(f"{source} cannot build {name!r}: {e}") from None
+    raise ReferenceUnavailable(f"unknown reference source {source!r}")
+
+
+@dataclass
+class _Candidate:
+    impl: str
+    name: str
+    config: str
+    module: nn.Module | None
+    spec: dict[str, Any]  # how the memory subprocess rebuilds it
+    max_diff: float | None = None
+    error: str = ""
+    train: bool = True  # optimized models are inference-only
+    group: int = 0  # layout group: ours and the references of that layout
+
+
+def _flags_text(overrides: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+
+
+def _candidates(name: str, x: torch.Tensor, compare: bool, optimize: bool, compile: bool,
+                device: torch.device) -> list[_Candidate]:
+    """Ours (one per reference layout), the optimized variants of the first, the references.
+
+    ``group`` ties each reference to the instance of ours in its layout (the same network with
+    the same weights): ratios are only taken within a group.
+    """
+    from visionzoo.ports import PortError, get_port, port
+    from visionzoo.registry import create_model
+
+    info = model_info(name)
+    refs: list[_Candidate] = []
+    layouts: list[tuple[dict[str, Any], nn.Module]] = []  # (flags, ours ported in that layout)
+    for source, ref_name in (info.references.items() if compare else ()):
+        try:
+            ref = build_reference(source, ref_name).eval().to(device)
+        except ReferenceUnavailable as e:
+            refs.append(_Candidate(source, ref_name, "", None, {}, error=str(e)))
+            continue
+        cand = _Candidate(source, ref_name, "", ref, {"impl": source, "name": ref_name})
+        try:  # ours in the reference's layout, with the reference's weights
+            flags = dict(get_port(source, ref_name).overrides)
+            ported = port(source, ref_name, ref.state_dict()).eval().to(device)
+            group = next((g for g, (f, _) in enumerate(layouts) if f == flags), None)
+            if group is None:
+                group = len(layouts)
+                layouts.append((flags, ported))
+            cand.group = group
+            with torch.inference_mode():  # same weights: the logits must agree
+                cand.max_diff = float((ref(x[:1]) - ported(x[:1])).abs().max())
+        except PortError as e:
+            cand.config = f"no port ({e}); compared with ours in its first layout"
+        except Exception as e:  # noqa: BLE001 - e.g. a size the reference refuses
+            cand.error = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+            cand.module = None
+        refs.append(cand)
+    if not layouts:
+        layouts.append(({}, create_model(name).eval().to(device)))
+    out = [_Candidate(OURS, name, _flags_text(flags) or "paper default", model,
+                      {"impl": OURS, "name": name, "overrides": flags}, group=g)
+           for g, (flags, model) in enumerate(layouts)]
+    variants = ([(OURS_OPT, False)] if optimize else []) + ([(OURS_COMPILED, True)]
+                                                            if compile else [])
+    for impl, with_compile in variants:
+        from visionzoo.optimize import optimize as optimize_fn
+
+        try:
+            opt = optimize_fn(out[0].module, compile=with_compile, example_input=x[:1])
+            rep = opt.optimize_report
+            out.append(_Candidate(impl, name, rep.short(), opt,
+                                  {**out[0].spec, "impl": impl, "compile": with_compile},
+                                  max_diff=rep.max_abs_diff, train=False))
+        except Exception as e:  # noqa: BLE001 - reported in the row, the others still run
+            out.append(_Candidate(impl, name, "", None, {}, train=False,
+                                  error=f"{type(e).__name__}: {e}"))
+    return out + refs
+
+
+def _rebuild(spec: dict[str, Any], device: torch.device) -> nn.Module:
+    """A candidate from its spec (memory subprocess): same architecture, fresh weights."""
+    from visionzoo.registry import create_model
+
+    if spec["impl"].startswith(OURS):
+        model = create_model(spec["name"], **spec.get("overrides", {})).eval().to(device)
+        if spec["impl"] != OURS:
+            from visionzoo.optimize import optimize as optimize_fn
+
+            model = optimize_fn(model, compile=spec.get("compile", False), check=False)
+        return model
+    return build_reference(spec["impl"], spec["name"]).eval().to(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+# ---------------------------------------------------------------------------------------------
+
+
+def _step_fn(model: nn.Module, x: torch.Tensor, mode: str, num_classes: int
+             ) -> Callable[[], None]:
+    if mode == "infer":
+        model.eval()
+
+        def infer() -> None:
+            with torch.inference_mode():
+                model(x)
+
+        return infer
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    target = torch.arange(x.shape[0], device=x.device) % num_classes
+    loss_fn = nn.CrossEntropyLoss()
+
+    def train() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), target).backward()
+        opt.step()
+
+    return train
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _interleaved(fns: dict[int, Callable[[], None]], device: torch.device, repeats: int,
+                 min_time: float, warmup: int) -> dict[int, list[list[float]]]:
+    """Per candidate: per round, the list of per-call seconds."""
+    iters: dict[int, int] = {}
+    for k, fn in fns.items():
+        fn()  # untimed first call: lazy init, oneDNN primitive creation, compilation
+        _sync(device)
+        n, t0 = 0, time.perf_counter()
+        while n < warmup or time.perf_counter() - t0 < min_time / 2:
+            fn()
+            _sync(device)
+            n += 1
+        per_call = (time.perf_counter() - t0) / n
+        iters[k] = max(1, min(10_000, round(min_time / max(per_call, 1e-9))))
+    times: dict[int, list[list[float]]] = {k: [] for k in fns}
+    keys = list(fns)
+    for r in range(repeats):
+        order = keys[r % len(keys):] + keys[:r % len(keys)]  # rotate who goes first
+        for k in order:
+            fn, calls = fns[k], []
+            for _ in range(iters[k]):
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                calls.append(time.perf_counter() - t0)
+            times[k].append(calls)
+    return times
+
+
+def _percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    pos = (len(s) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+# ---------------------------------------------------------------------------------------------
+# peak memory (subprocess)
+# ---------------------------------------------------------------------------------------------
+
+_CLEAR_REFS = "/proc/self/clear_refs"
+
+
+def _status_kb(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for ln in f:
+                if ln.startswith(key + ":"):
+                    return int(ln.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _measure_call(fn: Callable[[], None], device: torch.device) -> tuple[float, str]:
+    """MB that one call adds at its peak (module docstring), and the method used."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20, "cuda max_allocated"
+    try:
+        with open(_CLEAR_REFS, "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+        before = _status_kb("VmRSS")
+        fn()
+        peak = _status_kb("VmHWM")
+        if before is not None and peak is not None:
+            return max(0, peak - before) / 1024, "VmHWM"
+    except OSError:
+        pass
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return max(0, after - before) * scale / 2**20, "ru_maxrss growth"
+
+
+def _memory_worker(job: dict[str, Any]) -> dict[str, Any]:
+    """Runs in the subprocess: every candidate, mode and batch, one after the other."""
+    torch.set_num_threads(job["threads"])
+    device = torch.device(job["device"])
+    size, num_classes = job["size"], job["num_classes"]
+    results: dict[str, float | str] = {}
+    methods = set()
+    g = torch.Generator().manual_seed(0)
+    chans = job.get("chans", 3)
+    for key, spec in job["candidates"].items():
+        try:
+            model = _rebuild(spec, device)
+        except Exception as e:  # noqa: BLE001
+            results[key] = f"error: {type(e).__name__}: {e}"
+            continue
+        for mode, batch in job["points"]:
+            if mode == "train" and spec["impl"] != OURS and spec["impl"].startswith(OURS):
+                continue
+            x = torch.randn(batch, chans, size, size, generator=g).to(device)
+            try:
+                fn = _step_fn(model, x, mode, num_classes)
+                fn()  # warm-up: one-time buffers (optimizer state, primitive caches)
+                mb, method = _measure_call(fn, device)
+                results[f"{key}|{mode}|{batch}"] = mb
+                methods.add(method)
+            except Exception as e:  # noqa: BLE001
+                results[f"{key}|{mode}|{batch}"] = f"error: {type(e).__name__}: {e}"
+            del x
+        del model
+        gc.collect()
+    return {"results": results, "methods": sorted(methods)}
+
+
+def _memory_subprocess(job: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536",
+           "OMP_NUM_THREADS": str(job["threads"])}
+    code = ("import json, sys; from visionzoo.bench import _memory_worker; "
+            "print('@@' + json.dumps(_memory_worker(json.loads(sys.stdin.read()))))")
+    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(job), text=True,
+                          capture_output=True, env=env, timeout=timeout)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("@@")), None)
+    if proc.returncode != 0 or line is None:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"memory subprocess failed: {tail}")
+    return json.loads(line[2:])
+
+
+# ---------------------------------------------------------------------------------------------
+# bench()
+# ---------------------------------------------------------------------------------------------
+
+
+def _macs(model: nn.Module, chans: int, size: int) -> int | None:
+    from visionzoo.profile import profile
+
+    try:
+        return profile(model, (chans, size, size)).macs
+    except Exception:  # noqa: BLE001 - e.g. an int8 graph the counter cannot run
+        return None
+
+
+def bench(models: Sequence[str] | str, *, batches: Sequence[int] = (1, 32),
+          size: int | None = None, threads: int | None = None, train: bool = False,
+          compare: bool = False, optimize: bool = False, compile: bool = False,
+          device: str = "cpu", repeats: int = 5, min_time: float = 1.0, warmup: int = 3,
+          memory: bool = True, log: Callable[[str], None] | None = None) -> BenchReport:
+    """Benchmark registered models (names or fnmatch patterns); see the module docstring."""
+    patterns = [models] if isinstance(models, str) else list(models)
+    names: list[str] = []
+    for p in patterns:
+        found = list_models(p)
+        if not found:
+            model_info(p)  # raises UnknownModelError with suggestions
+        names += [n for n in found if n not in names]
+    if not batches or any(b < 1 for b in batches):
+        raise ValueError(f"batch sizes must be positive integers; got {list(batches)}")
+    if repeats < 1 or min_time <= 0:
+        raise ValueError("repeats must be >= 1 and min_time > 0")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but CUDA is not available")
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1; got {threads}")
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    log = log or (lambda _msg: None)
+    machine = machine_info(device)
+    modes = ["infer"] + (["train"] if train else [])
+    settings = {"device": device, "threads": threads, "batches": list(batches), "size": size,
+                "repeats": repeats, "min_time": min_time, "warmup": warmup, "train": train,
+                "compare": compare, "optimize": optimize, "compile": compile}
+    rows: list[BenchRow] = []
+    methods: set[str] = set()
+    for name in names:
+        info = model_info(name)
+        s = size or info.input_size[1]
+        g = torch.Generator().manual_seed(0)
+        chans = info.input_size[0]
+        x_max = torch.randn(max(batches), chans, s, s, generator=g).to(dev)
+        log(f"{name}: building candidates")
+        cands = _candidates(name, x_max, compare, optimize, compile, dev)
+        base = {"model": name, "size": s, "threads": threads, "device": device}
+        stats = {}
+        for i, c in enumerate(cands):
+            if c.module is not None:
+                stats[i] = (count_params(c.module),
+                            _macs(cands[0].module if c.impl in (OURS_OPT, OURS_COMPILED)
+                                  else c.module, chans, s))
+        mem: dict[str, Any] = {}
+        if memory:
+            job = {"device": device, "threads": threads, "size": s, "chans": chans,
+                   "num_classes": info.num_classes,
+                   "points": [[m, b] for m in modes for b in batches],
+                   "candidates": {str(i): c.spec for i, c in enumerate(cands)
+                                  if c.module is not None}}
+            log(f"{name}: peak memory (subprocess)")
+            try:
+                got = _memory_subprocess(job)
+                mem = got["results"]
+                methods.update(got["methods"])
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                log(f"{name}: {e}")
+        for mode in modes:
+            for batch in batches:
+                x = x_max[:batch]
+                live = {i: c for i, c in enumerate(cands)
+                        if c.module is not None and (mode == "infer" or c.train)}
+                fns, errors = {}, {}
+                for i, c in live.items():
+                    try:
+                        fns[i] = _step_fn(c.module, x, mode, info.num_classes)
+                    except Exception as e:  # noqa: BLE001
+                        errors[i] = f"{type(e).__name__}: {e}"
+                log(f"{name}: {mode} batch {batch}, {len(fns)} candidate(s)")
+                times = _run_all(fns, dev, repeats, min_time, warmup, errors)
+                rows += _rows_for(cands, live, times, errors, mode, batch, base, stats, mem)
+                for c in live.values():
+                    c.module.eval()
+    if dev.type == "cuda":
+        method = "torch.cuda.max_memory_allocated growth during one call"
+    elif "VmHWM" in methods:
+        method = ("RSS high-water (VmHWM) growth during one call, fresh subprocess per model, "
+                  "MALLOC_MMAP_THRESHOLD_=65536")
+    elif methods:
+        method = "ru_maxrss growth during one call, fresh subprocess per model"
+    else:
+        method = "not measured"
+    return BenchReport(rows, machine, settings, method)
+
+
+def _run_all(fns: dict[int, Callable[[], None]], dev: torch.device, repeats: int,
+             min_time: float, warmup: int, errors: dict[int, str]) -> dict[int, list[list[float]]]:
+    """Interleaved timing; a candidate that fails (e.g. train at batch 1 with a 1x1 map) is
+    dropped with its error and the others are timed without it."""
+    fns = dict(fns)
+    while fns:
+        try:
+            return _interleaved(fns, dev, repeats, min_time, warmup)
+        except Exception:  # noqa: BLE001 - find the culprit, keep the others
+            dropped = False
+            for k in list(fns):
+                try:
+                    fns[k]()
+                except Exception as e:  # noqa: BLE001
+                    errors[k] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                    del fns[k]
+                    dropped = True
+            if not dropped:
+                raise
+    return {}
+
+
+def _rows_for(cands: list[_Candidate], live: dict[int, _Candidate],
+              times: dict[int, list[list[float]]], errors: dict[int, str], mode: str, batch: int,
+              base: dict[str, Any], stats: dict[int, tuple[int, int | None]],
+              mem: dict[str, Any]) -> list[BenchRow]:
+    # per round throughput (images/s) of each timed candidate
+    tput = {k: [batch * len(calls) / sum(calls) for calls in rounds]
+            for k, rounds in times.items()}
+    refs_of = {g: [k for k in tput if not cands[k].impl.startswith(OURS) and cands[k].group == g]
+               for g in {c.group for c in cands}}
+    plain = {c.group: k for k, c in enumerate(cands) if c.impl == OURS and k in tput}
+    rows = []
+    for i, c in enumerate(cands):
+        if mode == "train" and not c.train:
+            continue
+        row = BenchRow(impl=c.impl, name=c.name, config=c.config, mode=mode, batch=batch,
+                       max_diff=c.max_diff, **base)
+        if i in stats:
+            row.params, row.macs = stats[i]
+        if i not in live:
+            row.error = c.error or "unavailable"
+        elif i not in tput:
+            row.error = errors.get(i, "not timed")
+        else:
+            t = tput[i]
+            row.img_s, row.img_s_min, row.img_s_max = statistics.median(t), min(t), max(t)
+            if batch == 1:
+                calls = [v for rnd in times[i] for v in rnd]
+                row.lat_p50_ms = 1e3 * _percentile(calls, 0.5)
+                row.lat_p90_ms = 1e3 * _percentile(calls, 0.9)
+            refs = refs_of.get(c.group, [])
+            if c.impl.startswith(OURS) and refs:
+                best = [max(tput[k][r] for k in refs) for r in range(len(t))]
+                row.ratio = statistics.median(a / b for a, b in zip(t, best, strict=True))
+            elif not c.impl.startswith(OURS) and c.group in plain:
+                row.ratio = statistics.median(
+                    a / b for a, b in zip(tput[plain[c.group]], t, strict=True))
+        m = mem.get(f"{i}|{mode}|{batch}", mem.get(str(i)))
+        if isinstance(m, (int, float)):
+            row.peak_mem_mb = float(m)
+        rows.append(row)
+    return rows

@@ -1,0 +1,490 @@
+"""Faster inference: batch-norm folding, channels_last, torch.compile and CPU int8.
+
+``optimize(model)`` returns an inference copy of a model (the original is left alone):
+
+* **BN folding.** In eval mode a BatchNorm is the affine map y = (x - mu) * g / sqrt(var + eps) + b
+  per channel, so a conv followed directly by one is a single conv with weights
+  W * g / sqrt(var + eps) and bias (c - mu) * g / sqrt(var + eps) + b. Every ``Conv2d`` followed
+  immediately by a ``BatchNorm2d`` inside an ``nn.Sequential`` is folded (our ``ConvNormAct``,
+  torchvision's ``Conv2dNormActivation``); the BN becomes ``nn.Identity``. Only ``Sequential``
+  pairs are folded because there the data flow is certain: in a custom module, registration order
+  says nothing about which tensor goes where (DenseNet's BN -> ReLU -> conv, for one, must not be
+  folded). A ``Conv2d`` subclass (TF "same" padding, ...) is folded only when the folded copy
+  reproduces conv -> BN on a probe input, since a subclass may transform its weights in
+  ``forward`` (weight standardisation). Folded weights are computed in float64, then cast back.
+* **channels_last.** Weights are converted to NHWC and the input is converted by a forward
+  pre-hook; oneDNN (CPU) and cuDNN (GPU) convolutions are faster on NHWC.
+* **torch.compile** (``compile=True``): inductor fuses the element-wise tails (activations,
+  residual adds) into the convolutions' epilogues; on CPU with ``freezing`` (weights become
+  constants and are pre-packed for oneDNN once), so the result is for inference under
+  ``torch.no_grad``/``inference_mode``. The first call compiles (seconds to minutes).
+* **int8** (``quantize="int8"``, CPU): post-training static quantization with torch.ao's FX
+  graph mode (per-channel weights; the oneDNN engine where available, see
+  ``default_int8_backend``), calibrated on images you pass. Conv -> ReLU6 outputs are quantized
+  straight onto [0, 6] (the kernels cannot fuse ReLU6; quantizing the raw conv output would
+  spend the 256 levels on a +-100 range the clamp throws away). A submodule that
+  symbolic tracing cannot follow (data-dependent Python control flow) is left in float, wrapped in
+  quantize/dequantize. Int8 changes logits by design, so it is judged by top-1 agreement with the
+  float model on real photos (``agreement``, ``int8_agreement``, ``real_photos``), never by a
+  logit tolerance. With EfficientNet-Lite0's real weights it agrees on 54 % of the photo views
+  and on 88 % of those the float model is confident about (softmax >= 0.5): post-training
+  per-tensor activation quantization is lossy for depthwise-separable nets (Nagel et al.,
+  arXiv 1906.04721), so use it there only after checking on your data
+  (``benchmarks/results/int8.md``).
+
+Tolerance (float paths). Folding and NHWC change only the order of floating-point sums, so the
+optimized model's logits stay within ``FLOAT_TOLERANCE`` of the eager model's:
+``max |optimized - eager| <= atol + rtol * max |eager|`` with atol = rtol = 1e-3 (float32; relative
+to the logits' scale, as rounding errors are).
+That bound is loose against what is seen in practice (1e-6 to 1e-4 max |diff|) and tight
+against real mistakes (a wrongly folded layer moves logits by O(1)). ``check=True`` (the default)
+verifies it on an example input and raises ``OptimizeError`` otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["FLOAT_TOLERANCE", "OptimizeError", "OptimizeReport", "agreement", "fold_batchnorm",
+           "default_int8_backend", "int8_agreement", "optimize", "quantize_int8", "real_photos",
+           "top1_agreement"]
+
+# atol, rtol of the float paths (module docstring)
+FLOAT_TOLERANCE = (1e-3, 1e-3)
+
+
+class OptimizeError(RuntimeError):
+    """An optimization that cannot be applied, or whose result leaves the documented tolerance."""
+
+
+@dataclass
+class OptimizeReport:
+    """What ``optimize`` did; attached to the returned model as ``optimize_report``."""
+
+    bn_folded: int = 0
+    bn_left: int = 0  # BatchNorms that are not directly after a conv (pre-activation nets)
+    channels_last: bool = False
+    compiled: bool = False
+    quantized: str | None = None
+    float_modules: list[str] = field(default_factory=list)  # left float by int8 (untraceable)
+    max_abs_diff: float | None = None  # vs eager on the check input (float paths)
+
+    def short(self) -> str:
+        """A table cell: "BN folded 20, channels_last"."""
+        parts = [f"BN folded {self.bn_folded}"]
+        parts += ["channels_last"] if self.channels_last else []
+        parts += ["compile"] if self.compiled else []
+        parts += [self.quantized] if self.quantized else []
+        return ", ".join(parts)
+
+    def summary(self) -> str:
+        parts = [f"folded {self.bn_folded} BatchNorm(s) into convs"]
+        if self.bn_left:
+            parts.append(f"{self.bn_left} BatchNorm(s) not after a conv kept")
+        if self.channels_last:
+            parts.append("channels_last")
+        if self.compiled:
+            parts.append("torch.compile")
+        if self.quantized:
+            parts.append(f"{self.quantized} ({len(self.float_modules)} submodule(s) left float)")
+        if self.max_abs_diff is not None:
+            parts.append(f"max |logit diff| vs eager {self.max_abs_diff:.2e}")
+        return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# batch-norm folding
+# ---------------------------------------------------------------------------------------------
+
+
+def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """The single conv equal to ``bn(conv(x))`` for an eval-mode BN."""
+    fused = copy.deepcopy(conv)
+    w = conv.weight.detach().double()
+    scale = bn.weight.detach().double() if bn.affine else torch.ones_like(bn.running_var.double())
+    shift = bn.bias.detach().double() if bn.affine else torch.zeros_like(scale)
+    scale = scale / torch.sqrt(bn.running_var.double() + bn.eps)  # g / sqrt(var + eps), per out ch
+    bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(scale)
+    # (out, in/groups, kh, kw) * (out, 1, 1, 1)
+    fused.weight = nn.Parameter((w * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype),
+                                requires_grad=conv.weight.requires_grad)
+    fused.bias = nn.Parameter(((bias - bn.running_mean.double()) * scale + shift)
+                              .to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+    return fused
+
+
+@torch.no_grad()
+def _same_function(conv: nn.Conv2d, bn: nn.BatchNorm2d, fused: nn.Conv2d) -> bool:
+    """For a Conv2d subclass (e.g. TF "same" padding) whose forward may do more than a conv:
+    does the folded copy compute bn(conv(x)) on a probe input?"""
+    k = max(conv.kernel_size) * max(conv.stride) * 2 + 3
+    p = conv.weight
+    x = torch.randn(2, conv.in_channels, k, k, generator=torch.Generator().manual_seed(0)
+                    ).to(p.device, p.dtype)
+    ref = bn(conv(x))
+    return bool(torch.allclose(fused(x), ref, atol=1e-4, rtol=1e-4))
+
+
+def fold_batchnorm(model: nn.Module) -> tuple[int, int]:
+    """Fold, in place, every BatchNorm2d that directly follows a Conv2d inside an nn.Sequential.
+
+    Returns (folded, left): the number folded and the number of BatchNorm2d left (those that do
+    not follow a conv, e.g. pre-activation BN -> ReLU -> conv). The model must be in eval mode:
+    folding uses the running statistics.
+    """
+    if model.training:
+        raise OptimizeError("fold_batchnorm needs an eval-mode model (it uses running stats)")
+    folded = 0
+    for parent in model.modules():
+        if not isinstance(parent, nn.Sequential):
+            continue
+        keys = list(parent._modules)
+        for a, b in zip(keys, keys[1:], strict=False):
+            conv, bn = parent._modules[a], parent._modules[b]
+            if (isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d
+                    and bn.track_running_stats and bn.running_var is not None
+                    and conv.out_channels == bn.num_features):
+                fused = _folded_conv(conv, bn)
+                if type(conv) is not nn.Conv2d and not _same_function(conv, bn, fused):
+                    continue  # a subclass that is not linear in its weights (e.g. std-conv)
+                parent._modules[a] = fused
+                parent._modules[b] = nn.Identity()
+                folded += 1
+    left = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return folded, left
+
+
+# ---------------------------------------------------------------------------------------------
+# channels_last
+# ---------------------------------------------------------------------------------------------
+
+
+def _to_channels_last(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    x, *rest = args
+    if isinstance(x, torch.Tensor) and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return (x, *rest)
+
+
+# ---------------------------------------------------------------------------------------------
+# int8 (FX graph mode post-training quantization)
+# ---------------------------------------------------------------------------------------------
+
+
+def _skip_input_check(model: nn.Module) -> None:
+    """Symbolic tracing cannot evaluate ``check_input``'s shape test; drop it on this copy."""
+    for m in model.modules():
+        if hasattr(m, "check_input"):
+            m.check_input = lambda x: None  # instance attribute shadows the method
+
+
+def _untraceable(model: nn.Module) -> list[str]:
+    """Qualified names of the smallest submodules symbolic tracing cannot follow.
+
+    Bottom-up: a module is untraceable when tracing it fails even with its untraceable
+    descendants as leaves; those names become float islands in the quantized graph.
+    """
+    bad: list[str] = []
+
+    class Tracer(torch.fx.Tracer):
+        def __init__(self, leaves: set[str]):
+            super().__init__()
+            self.leaves = leaves
+
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return qualname in self.leaves or super().is_leaf_module(m, qualname)
+
+    def visit(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            visit(child, f"{prefix}{name}.")
+        if not list(module.children()) and type(module).__module__.startswith("torch.nn"):
+            return  # standard leaf layers are traceable by construction
+        here = prefix[:-1]
+        leaves = {b[len(prefix):] for b in bad if b.startswith(prefix)}
+        try:
+            Tracer(leaves).trace(module)
+        except Exception:  # noqa: BLE001 - any tracing failure makes it a float island
+            bad[:] = [b for b in bad if not b.startswith(prefix)] + [here]
+
+    visit(model, "")
+    return bad
+
+
+def _convs_before_relu6(model: nn.Module) -> list[str]:
+    """Names of Conv2d layers whose output goes straight into a ReLU6 (inside a Sequential,
+    past Identity left by BN folding)."""
+    names = []
+    for prefix, parent in model.named_modules():
+        if not isinstance(parent, nn.Sequential):
+            continue
+        keys = list(parent._modules)
+        for i, key in enumerate(keys):
+            if not isinstance(parent._modules[key], nn.Conv2d):
+                continue
+            j = i + 1
+            while j < len(keys) and isinstance(parent._modules[keys[j]], nn.Identity):
+                j += 1
+            if j < len(keys) and isinstance(parent._modules[keys[j]], nn.ReLU6):
+                names.append(f"{prefix}.{key}" if prefix else key)
+    return names
+
+
+def default_int8_backend() -> str:
+    """oneDNN where this torch has it: on AVX-512 VNNI / AMX CPUs its int8 kernels were the
+    fastest of torch's engines for every network tried (fbgemm's depthwise 5x5 path, which the
+    "x86" engine picks for EfficientNet, is several times slower than float)."""
+    engines = torch.backends.quantized.supported_engines
+    return next((e for e in ("onednn", "x86", "fbgemm", "qnnpack") if e in engines), "none")
+
+
+def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor] | torch.Tensor,
+                  backend: str | None = None) -> tuple[nn.Module, list[str]]:
+    """Post-training static int8 quantization (CPU) of an eval-mode float model.
+
+    ``calibration``: a batch (or batches) of preprocessed images that set the activation ranges;
+    use real images (``real_photos``), not noise. ``backend``: torch's quantized engine
+    (default ``default_int8_backend()``); the returned model selects it on every call, since its
+    weights are packed for that engine. Returns (quantized model, submodules left float).
+    """
+    backend = backend or default_int8_backend()
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    if backend not in torch.backends.quantized.supported_engines:
+        raise OptimizeError(f"quantized engine {backend!r} is not available in this torch build")
+    batches = [calibration] if isinstance(calibration, torch.Tensor) else list(calibration)
+    if not batches:
+        raise OptimizeError("int8 quantization needs calibration images")
+    from torch.ao.quantization import QConfig
+    from torch.ao.quantization.observer import FixedQParamsObserver
+
+    torch.backends.quantized.engine = backend
+    model = copy.deepcopy(model).eval().cpu()
+    _skip_input_check(model)
+    floats = _untraceable(model)
+    if "" in floats:
+        raise OptimizeError(f"{getattr(model, 'model_name', type(model).__name__)} cannot be "
+                            f"traced for int8 quantization")
+    mapping = get_default_qconfig_mapping(backend)
+    # conv -> ReLU6 (MobileNetV2, EfficientNet-Lite): the quantized kernels cannot fuse ReLU6, so
+    # the conv output would be quantized over its whole pre-activation range (often +-100) and
+    # the [0, 6] that survives the clamp would get a handful of levels. Quantizing that output
+    # straight onto [0, 6] (scale 6/255, zero point 0) *is* ReLU6, by saturation, at full
+    # resolution.
+    relu6 = QConfig(activation=FixedQParamsObserver.with_args(
+        scale=6.0 / 255, zero_point=0, dtype=torch.quint8, quant_min=0, quant_max=255),
+        weight=mapping.global_qconfig.weight)
+    for name in _convs_before_relu6(model):
+        mapping.set_module_name(name, relu6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's FX quantization deprecation notices
+        prepared = prepare_fx(model, mapping, (batches[0],),
+                              prepare_custom_config={"non_traceable_module_name": floats})
+        with torch.inference_mode():
+            for x in batches:
+                prepared(x)
+        quantized = convert_fx(prepared)
+
+    def select_engine(_module: nn.Module, _args: Any) -> None:
+        if torch.backends.quantized.engine != backend:
+            torch.backends.quantized.engine = backend
+
+    quantized.register_forward_pre_hook(select_engine)
+    quantized.quantized_engine = backend
+    return quantized, floats
+
+
+# ---------------------------------------------------------------------------------------------
+# optimize()
+# ---------------------------------------------------------------------------------------------
+
+
+def _example_input(model: nn.Module) -> torch.Tensor:
+    size = tuple(getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224)))
+    p = next(model.parameters(), None)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((1, *size), generator=g)
+    return x.to(p.device, p.dtype) if p is not None else x
+
+
+def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True,
+             compile: bool = False, compile_mode: str | None = None,
+             quantize: str | None = None, calibration: Any = None,
+             example_input: torch.Tensor | None = None, check: bool = True,
+             inplace: bool = False) -> nn.Module:
+    """An inference copy of ``model``: BN folded, channels_last, optionally compiled or int8.
+
+    ``quantize="int8"`` (CPU) needs ``calibration`` images and replaces channels_last/compile.
+    ``check`` compares the float result with the eager model on ``example_input`` (default: one
+    random image at the model's ``pretrained_cfg`` size) and raises ``OptimizeError`` beyond
+    ``FLOAT_TOLERANCE``. The returned model carries ``optimize_report`` (an ``OptimizeReport``).
+    """
+    if quantize not in (None, "int8"):
+        raise OptimizeError(f"unknown quantization {quantize!r}; expected 'int8' or None")
+    eager = model
+    was_training = eager.training
+    eager.eval()
+    out = model if inplace else copy.deepcopy(model)
+    out.eval()
+    report = OptimizeReport()
+    try:
+        if fold_bn:
+            report.bn_folded, report.bn_left = fold_batchnorm(out)
+        if quantize == "int8":
+            if calibration is None:
+                raise OptimizeError("quantize='int8' needs calibration images (e.g. real_photos)")
+            out, report.float_modules = quantize_int8(out, calibration)
+            report.quantized = "int8"
+        else:
+            if channels_last:
+                out = out.to(memory_format=torch.channels_last)
+                out.register_forward_pre_hook(_to_channels_last)
+                report.channels_last = True
+            if check and not inplace:
+                x = example_input if example_input is not None else _example_input(eager)
+                with torch.inference_mode():
+                    ref, got = eager(x), out(x)
+                atol, rtol = FLOAT_TOLERANCE
+                report.max_abs_diff = (got - ref).abs().max().item()
+                if report.max_abs_diff > atol + rtol * ref.abs().max().item():
+                    raise OptimizeError(
+                        f"optimized logits leave the tolerance (atol={atol}, rtol={rtol}): "
+                        f"max |diff| {report.max_abs_diff:.3g}")
+            if compile:
+                out.optimize_report = report
+                p = next(out.parameters(), None)
+                if compile_mode is None and (p is None or p.device.type == "cpu"):
+                    # freezing: weights become constants, so inductor can pre-pack them into
+                    # oneDNN's blocked layout once instead of on every call (inference only)
+                    out = torch.compile(out, options={"freezing": True})
+                else:
+                    out = torch.compile(out, mode=compile_mode)
+                report.compiled = True
+    finally:
+        if not inplace:  # in place, the model *is* the optimized one: it stays in eval mode
+            eager.train(was_training)
+    # the report sits on the module itself (a compiled wrapper forwards attribute reads)
+    target = getattr(out, "_orig_mod", out)
+    target.optimize_report = report
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# real photos and top-1 agreement (judging int8)
+# ---------------------------------------------------------------------------------------------
+
+# scikit-image's bundled photos (no download); grayscale ones are repeated to three channels.
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right",
+          "camera", "clock", "hubble_deep_field", "immunohistochemistry", "retina", "brick")
+
+
+def _load_photo(name: str) -> torch.Tensor:
+    import skimage.data as data
+
+    if name.startswith("motorcycle_"):
+        left, right, _ = data.stereo_motorcycle()
+        img = left if name.endswith("left") else right
+    else:
+        img = getattr(data, name)()
+    t = torch.from_numpy(img.copy()).float() / 255.0
+    if t.ndim == 2:
+        t = t.unsqueeze(-1).expand(-1, -1, 3)
+    return t[..., :3].permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
+
+
+def real_photos(input_size: Sequence[int] = (3, 224, 224), mean: Sequence[float] = (0.485, 0.456,
+                0.406), std: Sequence[float] = (0.229, 0.224, 0.225), crop_pct: float = 0.875,
+                views: int = 1, names: Sequence[str] = PHOTOS, seed: int = 0) -> torch.Tensor:
+    """Preprocessed photos from ``skimage.data`` as a (N, 3, H, W) batch.
+
+    View 0 of each photo is the evaluation transform (resize the short side to size / crop_pct,
+    centre crop); views 1.. are seeded random crops (20-100 % of the area) with random flips, so
+    a handful of photos gives enough distinct inputs to calibrate and to measure agreement.
+    """
+    _, h, w = input_size
+    g = torch.Generator().manual_seed(seed)
+    mean_t = torch.tensor(mean).view(3, 1, 1)
+    std_t = torch.tensor(std).view(3, 1, 1)
+    out = []
+    for name in names:
+        img = _load_photo(name)
+        _, ih, iw = img.shape
+        for v in range(views):
+            if v == 0:
+                short = round(min(h, w) / crop_pct)
+                scale = short / min(ih, iw)
+                rh, rw = max(h, round(ih * scale)), max(w, round(iw * scale))
+                big = F.interpolate(img[None], size=(rh, rw), mode="bilinear",
+                                    antialias=True, align_corners=False)[0]
+                top, left = (rh - h) // 2, (rw - w) // 2
+                crop = big[:, top:top + h, left:left + w]
+            else:
+                area = float(torch.empty(1).uniform_(0.2, 1.0, generator=g)) * ih * iw
+                side = int(min(ih, iw, area ** 0.5))
+                top = int(torch.randint(0, ih - side + 1, (1,), generator=g))
+                left = int(torch.randint(0, iw - side + 1, (1,), generator=g))
+                crop = F.interpolate(img[None, :, top:top + side, left:left + side],
+                                     size=(h, w), mode="bilinear", antialias=True,
+                                     align_corners=False)[0]
+                if torch.rand(1, generator=g) < 0.5:
+                    crop = crop.flip(-1)
+            out.append((crop.clamp(0, 1) - mean_t) / std_t)
+    return torch.stack(out)
+
+
+@torch.inference_mode()
+def agreement(reference: nn.Module, candidate: nn.Module, images: torch.Tensor,
+              batch_size: int = 16, confident: float = 0.5) -> dict[str, float]:
+    """How often ``candidate`` predicts what ``reference`` predicts, on ``images``.
+
+    ``top1``: same top-1 class; ``top1_in_top5``: the reference's top-1 is among the candidate's
+    top 5; ``top1_confident``: top-1 agreement over the images the reference classifies with
+    softmax probability >= ``confident`` (an ambiguous photo flips under any perturbation, so
+    this separates the quantizer's error from the photo's ambiguity); ``n``/``n_confident``.
+    """
+    reference.eval()
+    candidate.eval()
+    ref_logits, cand_logits = [], []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size]
+        ref_logits.append(reference(x).float())
+        cand_logits.append(candidate(x).float())
+    a, b = torch.cat(ref_logits), torch.cat(cand_logits)
+    top1 = a.argmax(1)
+    same = top1 == b.argmax(1)
+    in5 = (b.topk(min(5, b.shape[1]), dim=1).indices == top1[:, None]).any(1)
+    sure = a.softmax(1).amax(1) >= confident
+    return {"top1": same.float().mean().item(), "top1_in_top5": in5.float().mean().item(),
+            "top1_confident": same[sure].float().mean().item() if sure.any() else float("nan"),
+            "n": float(len(same)), "n_confident": float(sure.sum())}
+
+
+def top1_agreement(reference: nn.Module, candidate: nn.Module, images: torch.Tensor,
+                   batch_size: int = 16) -> float:
+    """Fraction of images on which both models predict the same class."""
+    return agreement(reference, candidate, images, batch_size)["top1"]
+
+
+def int8_agreement(model: nn.Module, calibration_views: int = 8, eval_views: int = 4
+                   ) -> tuple[nn.Module, dict[str, float]]:
+    """Quantize ``model`` (give it real weights) to int8 and measure its agreement with float.
+
+    Calibration and evaluation use the same ``skimage.data`` photos but different seeded views
+    (centre crop + random crops/flips), preprocessed with the model's ``pretrained_cfg``.
+    Returns (int8 model, ``agreement`` dict).
+    """
+    cfg = getattr(model, "pretrained_cfg", {})
+    kw = {k: cfg[k] for k in ("input_size", "mean", "std", "crop_pct") if k in cfg}
+    calib = real_photos(**kw, views=calibration_views, seed=1)
+    evals = real_photos(**kw, views=eval_views, seed=2)
+    model = model.eval()
+    q = optimize(model, quantize="int8", calibration=calib.split(16))
+    return q, agreement(model, q, evals)

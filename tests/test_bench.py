@@ -1,0 +1,154 @@
+"""bench end to end at tiny sizes: rows, ratios, memory, md/csv/json/png. Timings are never
+asserted (speed lives in benchmarks/); only that every number is there and consistent."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from visionzoo import bench as bench_mod
+
+
+@pytest.fixture(scope="module")
+def report():
+    # resnet18 has torchvision and timm references; resnet20 (CIFAR) has none
+    return bench_mod.bench(["resnet20", "resnet18"], batches=(1, 2), size=32, threads=1,
+                           train=True, compare=True, optimize=True, repeats=2, min_time=0.02,
+                           warmup=1)
+
+
+def _rows(report, **kw):
+    return [r for r in report.rows if all(getattr(r, k) == v for k, v in kw.items())]
+
+
+def test_candidates_are_the_same_network(report):
+    infer = _rows(report, model="resnet18", mode="infer", batch=2)
+    assert [r.impl for r in infer] == ["visionzoo", "visionzoo+optimize", "torchvision", "timm"]
+    ours, opt, tv, timm = infer
+    assert ours.params == tv.params == timm.params == 11_689_512
+    assert ours.macs == tv.macs == timm.macs == opt.macs
+    # ours was ported from each reference's own weights: the logits agree
+    assert tv.max_diff is not None and tv.max_diff <= 1e-4
+    assert timm.max_diff is not None and timm.max_diff <= 1e-4
+    assert opt.max_diff is not None and opt.max_diff <= 1e-3
+    assert opt.params < ours.params  # the BN parameters were folded away
+    assert opt.config.startswith("BN folded 20")
+
+
+def test_every_number_is_there(report):
+    for r in _rows(report, mode="infer"):
+        assert not r.error, r
+        assert r.img_s > 0 and r.img_s_min <= r.img_s <= r.img_s_max
+        assert r.peak_mem_mb is not None and r.peak_mem_mb >= 0
+        if r.batch == 1:
+            assert 0 < r.lat_p50_ms <= r.lat_p90_ms
+        else:
+            assert r.lat_p50_ms is None
+    for r in _rows(report, model="resnet18", mode="infer"):
+        assert r.ratio is not None and r.ratio > 0  # every row has someone to compare with
+    for r in _rows(report, model="resnet20"):
+        assert r.ratio is None and r.impl in ("visionzoo", "visionzoo+optimize")
+    assert "VmHWM" in report.memory_method
+
+
+def test_ratio_definition_on_synthetic_rounds():
+    # three rounds of per-call times: ours 0.1 s/call, torchvision 0.2 s, timm 0.1 then 0.05 s
+    C = bench_mod._Candidate
+    cands = [C("visionzoo", "m", "", object(), {}), C("visionzoo+optimize", "m", "", object(), {}),
+             C("torchvision", "m", "", object(), {}), C("timm", "m", "", object(), {})]
+    times = {0: [[0.1, 0.1]] * 3, 1: [[0.05]] * 3, 2: [[0.2]] * 3,
+             3: [[0.1], [0.05], [0.05]]}
+    base = {"model": "m", "size": 8, "threads": 1, "device": "cpu"}
+    rows = bench_mod._rows_for(cands, dict(enumerate(cands)), times, {}, "infer", 1, base, {}, {})
+    ours, opt, tv, timm = rows
+    assert ours.img_s == pytest.approx(10) and tv.img_s == pytest.approx(5)
+    assert tv.ratio == pytest.approx(2.0)  # ours / torchvision, every round
+    assert timm.ratio == pytest.approx(0.5)  # median of 1, 0.5, 0.5
+    assert ours.ratio == pytest.approx(0.5)  # ours / the faster reference per round
+    assert opt.ratio == pytest.approx(1.0)
+    assert ours.lat_p50_ms == pytest.approx(100)
+    # a reference of another layout is compared with ours built in *its* layout only
+    cands += [C("visionzoo", "m", "flag=1", object(), {}, group=1),
+              C("timm", "m2", "", object(), {}, group=1)]
+    times.update({4: [[0.4]] * 3, 5: [[0.1]] * 3})
+    rows = bench_mod._rows_for(cands, dict(enumerate(cands)), times, {}, "infer", 1, base, {}, {})
+    assert [r.ratio for r in rows[:4]] == pytest.approx([0.5, 1.0, 2.0, 0.5])  # unchanged
+    assert rows[4].ratio == pytest.approx(0.25) and rows[5].ratio == pytest.approx(0.25)
+    assert (timm.lat_p50_ms, timm.lat_p90_ms) == pytest.approx((50, 90))  # linear interpolation
+
+
+def test_train_rows(report):
+    train = _rows(report, model="resnet18", mode="train")
+    assert {r.impl for r in train} == {"visionzoo", "torchvision", "timm"}  # not the optimized
+    b2 = [r for r in train if r.batch == 2]
+    assert all(r.img_s and not r.error for r in b2)
+    # batch 1 at 32x32 leaves a 1x1 map in conv5_x: BatchNorm cannot train on one value per
+    # channel, for every implementation alike; the error is reported, the others still ran
+    b1 = [r for r in train if r.batch == 1]
+    assert all(r.img_s is None and "more than 1 value per channel" in r.error for r in b1)
+
+
+def test_formats_and_plot(report, tmp_path):
+    paths = report.save(tmp_path / "bench")
+    assert set(paths) == {"md", "csv", "json", "png"}
+    md = paths["md"].read_text()
+    assert md.startswith("Machine: ") and "| model | impl | config |" in md
+    assert "| resnet18 | torchvision:resnet18 |" in md
+    rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
+    assert len(rows) == len(report.rows)
+    assert {r["impl"] for r in rows} >= {"visionzoo", "timm", "torchvision"}
+    data = json.loads(paths["json"].read_text())
+    assert data["machine"]["torch"] and data["settings"]["threads"] == 1
+    assert len(data["rows"]) == len(report.rows)
+    png = paths["png"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    with pytest.raises(ValueError, match="unknown format"):
+        report.format("xml")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="batch sizes"):
+        bench_mod.bench("resnet20", batches=(0,))
+    with pytest.raises(KeyError, match="did you mean"):
+        bench_mod.bench("resnet21", batches=(1,))
+
+
+def test_machine_info():
+    m = bench_mod.machine_info()
+    assert m["cpu"] and m["usable_cpus"] >= 1 and m["torch"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "visionzoo.cli", "bench", *args],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_cli_bench(tmp_path):
+    prefix = tmp_path / "out" / "r"
+    proc = _cli("resnet2?", "--batch", "1,2", "--size", "32", "--threads", "1", "--repeats", "1",
+                "--min-time", "0.01", "--warmup", "1", "--optimize", "--no-memory",
+                "--format", "json", "--out", str(prefix))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert {r["model"] for r in data["rows"]} == {"resnet20"}  # the pattern matched only it
+    assert {r["impl"] for r in data["rows"]} == {"visionzoo", "visionzoo+optimize"}
+    assert all(r["peak_mem_mb"] is None and r["img_s"] > 0 for r in data["rows"])
+    assert all(math.isfinite(r["macs"]) for r in data["rows"])
+    for ext in ("md", "csv", "json", "png"):
+        assert (prefix.parent / f"r.{ext}").is_file()
+    csv_out = _cli("resnet20", "--batch", "1", "--size", "32", "--repeats", "1",
+                   "--min-time", "0.01", "--no-memory", "--format", "csv")
+    assert csv_out.returncode == 0, csv_out.stderr
+    assert csv_out.stdout.startswith("model,impl,name,config,mode,batch,")
+    bad = _cli("resnet20", "--batch", "1,x")
+    assert bad.returncode == 1 and "--batch expects" in bad.stderr
+    unknown = _cli("resnet21")
+    assert unknown.returncode == 1 and len(unknown.stderr.strip().splitlines()) == 1

