@@ -198,11 +198,21 @@ class ZooModel(nn.Module):
     in_chans: int
     model_name: str = ""
 
+    # Defaults for the common layout ``stem -> pool -> stages`` (ResNet, ShuffleNet, ...), whose
+    # feature_info lists the stem output and then each stage's; other layouts override both.
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        self.check_input(x)
+        return self.stages(self.pool(self.stem(x)))
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        raise NotImplementedError
+        self.check_input(x)
+        x = self.stem(x)
+        maps = [x]
+        x = self.pool(x)
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)

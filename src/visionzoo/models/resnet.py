@@ -167,6 +167,7 @@ class ResNet(ZooModel):
 
     ``stem="imagenet"``: 7x7/2 conv (64) and 3x3/2 max pool (Table 1).
     ``stem="cifar"``: 3x3/1 conv to the first stage's width, no pooling (§4.2).
+    The forward pass is ZooModel's ``stem -> pool -> stages``, then ``head``.
 
     The ResNeXt and SENet networks are this class with flags (each kept as an attribute of the
     same name, so ports can check a layout):
@@ -270,20 +271,6 @@ class ResNet(ZooModel):
                     nn.init.zeros_(m.conv3.norm.weight)
                 elif isinstance(m, BasicBlock):
                     nn.init.zeros_(m.conv2.norm.weight)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.stages(self.pool(self.stem(x)))
-
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        self.check_input(x)
-        x = self.stem(x)
-        maps = [x]
-        x = self.pool(x)
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
 
     def stage_specs(self) -> list[StageSpec]:
         """Table 1 (ImageNet) / §4.2 (CIFAR) rows, built from this instance.

@@ -189,20 +189,6 @@ class ShuffleNetV1(ZooModel):
         self.pretrained_cfg = default_cfg()
         self.init_weights()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.stages(self.pool(self.stem(x)))
-
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        self.check_input(x)
-        x = self.stem(x)
-        maps = [x]
-        x = self.pool(x)
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
-
     def stage_specs(self) -> list[StageSpec]:
         """Table 1 for this g and scale: layer, KSize/stride, repeat, output channels."""
         specs = [StageSpec("Conv1", ("stem",), f"3x3, stride 2, {self.stem.conv.out_channels}"),
