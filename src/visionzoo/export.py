@@ -271,31 +271,11 @@ def _why(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0] if lines else ''}"[:160]
 
 
-@torch.no_grad()
-def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Seeded random weights with sane scales (fan-in scaled; BN statistics random too), so
-    that logits are O(1) and nonzero: a default init can give all-zero logits (zero-initialised
-    classifiers) or 1e5 (untrained DenseNet), and parity on those proves little."""
-    g = torch.Generator().manual_seed(seed)
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if not t.is_floating_point():
-            continue
-        if name.endswith("running_var"):
-            t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-        elif name.endswith(("running_mean", "bias")):
-            t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-        elif t.ndim <= 1:  # norm scales and other vectors
-            t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-        else:
-            t.copy_(torch.randn(t.shape, generator=g) / max(t[0].numel(), 1) ** 0.5)
-    return model
-
-
 def export_matrix_row(name: str, formats: Sequence[str] = EXPORT_FORMATS,
                       size: int | None = None, workdir: str | Path | None = None) -> MatrixRow:
     """Try every format for one registered model: dynamic batch first, static if that fails.
 
-    Random (seeded, ``_randomize``) weights: export does not depend on their values.
+    Random (seeded, ``randomize_weights_``) weights: export does not depend on their values.
     """
     import tempfile
 
@@ -303,7 +283,9 @@ def export_matrix_row(name: str, formats: Sequence[str] = EXPORT_FORMATS,
 
     info = model_info(name)
     input_size = (info.input_size[0], size, size) if size else tuple(info.input_size)
-    model = _randomize(create_model(name)).eval()
+    from visionzoo.layers import randomize_weights_
+
+    model = randomize_weights_(create_model(name)).eval()
     row = MatrixRow(name, input_size)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for fmt in formats:

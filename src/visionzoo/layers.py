@@ -227,6 +227,12 @@ class ZooModel(nn.Module):
         self.head.reset(num_classes)
         self.num_classes = num_classes
 
+    def remove_head(self) -> None:
+        """Drop the whole head (``features_only``): the backbone stores no classifier weights,
+        hidden FC layers (AlexNet/VGG fc6, fc7) included."""
+        self.head = nn.Identity()
+        self.num_classes = 0
+
     def stage_specs(self) -> list[StageSpec]:
         return []
 
@@ -271,9 +277,7 @@ class FeatureExtractor(nn.Module):
             if not -n <= i < n:
                 raise ValueError(f"out_indices {out_indices} out of range for {n} feature stages")
         self.out_indices = tuple(i % n for i in out_indices)
-        model.reset_classifier(0)
-        if hasattr(model, "remove_head"):  # heads with hidden layers (AlexNet/VGG fc6, fc7)
-            model.remove_head()
+        model.remove_head()
         self.model = model
         self.model_name = getattr(model, "model_name", "")
         self.feature_info = [model.feature_info[i] for i in self.out_indices]
@@ -303,6 +307,33 @@ def shortcut_zero_pad(x: torch.Tensor, out_chs: int, stride: int) -> torch.Tenso
     if extra > 0:
         x = F.pad(x, (0, 0, 0, 0, 0, extra))  # pad the channel dim (dim 1) at its end
     return x
+
+
+@torch.no_grad()
+def randomize_weights_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Seeded random values for every parameter and persistent buffer, BN statistics included.
+
+    For checks whose meaning needs every tensor to matter: a port that swaps two tensors shows in
+    the logits, and an export's parity is not tested on all-zero or 1e5-sized logits (what default
+    inits give for zero-initialised classifiers or untrained DenseNets). Scales keep logits O(1):
+    fan-in scaled weights, positive norm scales and variances, small biases and means. Derived
+    buffers (Swin's index tables and shift masks) are not in ``state_dict`` and keep their values.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for name, t in model.state_dict(keep_vars=True).items():
+        if not t.is_floating_point():
+            continue
+        if name.endswith("running_var"):
+            t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+        elif name.endswith(("running_mean", ".bias")):
+            t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+        elif name.endswith(("norm.weight", "bn.weight")) or ".bn" in name and name.endswith(
+                "weight"):
+            t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+        else:
+            fan_in = t[0].numel() if t.ndim > 1 else 1
+            t.copy_(torch.randn(t.shape, generator=g) / max(fan_in, 1) ** 0.5)
+    return model
 
 
 def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:

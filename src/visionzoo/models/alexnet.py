@@ -221,15 +221,6 @@ class AlexNet(ZooModel):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.constant_(m.bias, 1.0 if m in ones else 0.0)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head.reset(num_classes)
-        self.num_classes = num_classes
-
-    def remove_head(self) -> None:
-        """Drop fc6-fc8 (for ``features_only``: the backbone stores no FC weights)."""
-        self.head = nn.Identity()
-        self.num_classes = 0
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         for layer in self.layers:

@@ -215,15 +215,6 @@ class VGG(ZooModel):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head.reset(num_classes)
-        self.num_classes = num_classes
-
-    def remove_head(self) -> None:
-        """Drop fc6-fc8 (for ``features_only``: the backbone stores no FC weights)."""
-        self.head = nn.Identity()
-        self.num_classes = 0
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         for stage, pool in zip(self.stages, self.pools, strict=True):
