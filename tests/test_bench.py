@@ -134,12 +134,16 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_bench(tmp_path):
     prefix = tmp_path / "out" / "r"
     proc = _cli("resnet2?", "--batch", "1,2", "--size", "32", "--threads", "1", "--repeats", "1",
-                "--min-time", "0.01", "--warmup", "1", "--optimize", "--no-memory",
+                "--min-time", "0.01", "--warmup", "1", "--optimize", "--bf16", "--no-memory",
                 "--format", "json", "--out", str(prefix))
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert {r["model"] for r in data["rows"]} == {"resnet20"}  # the pattern matched only it
-    assert {r["impl"] for r in data["rows"]} == {"visionzoo", "visionzoo+optimize"}
+    assert {r["impl"] for r in data["rows"]} == {"visionzoo", "visionzoo+optimize",
+                                                 "visionzoo+optimize+bf16"}
+    bf16 = [r for r in data["rows"] if r["impl"] == "visionzoo+optimize+bf16"]
+    assert all("bfloat16" in r["config"] and 0 < r["max_diff"] for r in bf16)
+    assert all(r["macs"] == data["rows"][0]["macs"] for r in data["rows"])
     assert all(r["peak_mem_mb"] is None and r["img_s"] > 0 for r in data["rows"])
     assert all(math.isfinite(r["macs"]) for r in data["rows"])
     for ext in ("md", "csv", "json", "png"):

@@ -61,6 +61,70 @@ def test_optimize_within_tolerance_every_family(name):
         memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("name", _smallest_per_family())
+def test_optimize_bf16_within_its_tolerance_every_family(name):
+    model = randomize_(vz.create_model(name)).eval()
+    x = _input(name)
+    with pytest.warns() if not opt.cpu_has_native_bf16() else _no_warning():
+        fast = vz.optimize(model, dtype="bf16", example_input=x)
+    with torch.inference_mode():
+        ref, got = model(x), fast(x)
+    assert got.dtype == torch.float32  # logits come back in float32
+    assert next(fast.parameters()).dtype == torch.bfloat16
+    atol, rtol = opt.BF16_TOLERANCE
+    err = (got - ref).abs().max()
+    assert err <= atol + rtol * ref.abs().max()
+    assert err > 0  # it really computed in bf16 (float32 would agree to ~1e-5 relative)
+    assert fast.optimize_report.dtype == "bfloat16"
+    assert "bfloat16" in fast.optimize_report.short()
+    assert next(model.parameters()).dtype == torch.float32
+
+
+class _no_warning:
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("error", UserWarning)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def test_optimize_bf16_tolerance_catches_a_broken_model():
+    """The bf16 check is not vacuous: a model that changes between eager and optimized
+    (here: a BN whose statistics are edited after the copy would be the same as a wrong fold)
+    is refused."""
+    model = randomize_(vz.create_model("resnet18")).eval()
+
+    class Sabotage(nn.Module):  # behaves differently once its dtype is bf16
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.register_buffer("flag", torch.zeros(()))
+
+        def forward(self, x):
+            y = self.inner(x)
+            return y + 10 * y.abs().max() if self.flag.dtype == torch.bfloat16 else y
+
+    with pytest.raises(opt.OptimizeError, match=r"bfloat16.*tolerance"):
+        vz.optimize(Sabotage(model), dtype=torch.bfloat16,
+                    example_input=torch.randn(1, 3, 64, 64))
+
+
+def test_optimize_dtype_errors():
+    model = vz.create_model("resnet20").eval()
+    with pytest.raises(opt.OptimizeError, match="unknown dtype 'fp16'"):
+        vz.optimize(model, dtype="fp16")
+    with pytest.raises(opt.OptimizeError, match="not supported"):
+        vz.optimize(model, dtype=torch.float16)
+    with pytest.raises(opt.OptimizeError, match="exclusive"):
+        vz.optimize(model, dtype="bf16", quantize="int8", calibration=torch.randn(1, 3, 32, 32))
+    same = vz.optimize(model, dtype="float32", example_input=torch.randn(1, 3, 32, 32))
+    assert same.optimize_report.dtype == "float32"
+
+
 def test_fold_removes_every_bn_of_resnet_and_leaves_the_original_alone():
     model = randomize_(vz.create_model("resnet18")).train()
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
@@ -140,6 +204,13 @@ def test_int8_quantizes_convs_and_keeps_logits_close():
         a, b = model(photos[24:]), q(photos[24:])
     cos = nn.functional.cosine_similarity(a, b).min().item()
     assert cos > 0.98, cos  # int8 noise, not a broken graph
+    # the first conv (it sees the image) stays float; keep_first_float=False quantizes it too
+    assert "stem.conv" in q.optimize_report.float_modules
+    assert type(q.get_submodule("stem.conv")) is nn.Conv2d
+    q_all, floats = opt.quantize_int8(opt.optimize(model), photos[:24].split(8),
+                                      keep_first_float=False)
+    assert "stem.conv" not in floats
+    assert type(q_all.get_submodule("stem.conv")) is not nn.Conv2d
     with pytest.raises(opt.OptimizeError, match="calibration"):
         vz.optimize(model, quantize="int8")
 
@@ -187,3 +258,21 @@ def test_optimize_real_weights_lite0_logits_and_predictions():
     assert got.argmax(1)[2].item() in (657, 812)
     # TF "same"-padding convs (Conv2dSame) are folded too
     assert fast.optimize_report.bn_left == 0
+    # bfloat16: the same decisions on these photos, logits within its tolerance
+    bf16 = vz.optimize(model, dtype="bf16", example_input=x[:1])
+    with torch.inference_mode():
+        got16 = bf16(x)
+    atol, rtol = opt.BF16_TOLERANCE
+    assert (got16 - ref).abs().max() <= atol + rtol * ref.abs().max()
+    assert got16.argmax(1)[1].item() == 967
+    assert got16.argmax(1)[0].item() in range(281, 286)
+
+
+def test_int8_real_weights_lite0_agreement_on_photos():
+    """Int8 is judged by decisions on real photos (module docstring): Lite0's real weights,
+    calibrated and judged on disjoint seeded views of the scikit-image photos."""
+    q, agree = opt.int8_agreement(_lite0_real(), calibration_views=4, eval_views=2)
+    assert agree["n"] == 2 * len(opt.PHOTOS)
+    assert agree["top1_in_top5"] >= 0.9, agree
+    assert agree["top1"] >= 0.6, agree
+    assert "stem.conv" in q.optimize_report.float_modules

@@ -12,7 +12,9 @@
   ``ModelInfo.references``), and the **ratio** ours / theirs;
 * with ``optimize=True``: ``visionzoo.optimize(model)`` as one more candidate, and with
   ``compile=True`` ``optimize(model, compile=True)`` as another (its compilation happens in the
-  untimed first call).
+  untimed first call); with ``bf16=True`` the same in bfloat16 (``optimize(model,
+  dtype=torch.bfloat16)``; a different number format, so its row says so and its max |logit
+  difference| is shown).
 
 Method. All candidates of a model get the same input tensor. With ``compare=True`` ours is built
 by ``port()`` from the reference's own (randomly initialised) state dict, so both have the same
@@ -67,6 +69,8 @@ __all__ = ["BenchReport", "BenchRow", "ReferenceUnavailable", "bench", "build_re
 OURS = "visionzoo"
 OURS_OPT = "visionzoo+optimize"
 OURS_COMPILED = "visionzoo+optimize+compile"
+OURS_BF16 = "visionzoo+optimize+bf16"
+OURS_COMPILED_BF16 = "visionzoo+optimize+compile+bf16"
 
 
 class ReferenceUnavailable(RuntimeError):
@@ -173,7 +177,8 @@ class BenchReport:
         rows = [r for r in rows if r.batch == batch]
         fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
         styles = {OURS: ("o", "tab:blue"), OURS_OPT: ("*", "tab:green"),
-                  OURS_COMPILED: ("P", "tab:olive"),
+                  OURS_COMPILED: ("P", "tab:olive"), OURS_BF16: ("D", "tab:cyan"),
+                  OURS_COMPILED_BF16: ("X", "tab:purple"),
                   "torchvision": ("s", "tab:orange"), "timm": ("^", "tab:red")}
         for impl in dict.fromkeys(r.impl for r in rows):
             pts = [r for r in rows if r.impl == impl]
@@ -311,7 +316,7 @@ def _flags_text(overrides: dict[str, Any]) -> str:
 
 
 def _candidates(name: str, x: torch.Tensor, compare: bool, optimize: bool, compile: bool,
-                device: torch.device) -> list[_Candidate]:
+                device: torch.device, bf16: bool = False) -> list[_Candidate]:
     """Ours (one per reference layout), the optimized variants of the first, the references.
 
     ``group`` ties each reference to the instance of ours in its layout (the same network with
@@ -351,16 +356,20 @@ def _candidates(name: str, x: torch.Tensor, compare: bool, optimize: bool, compi
     out = [_Candidate(OURS, name, _flags_text(flags) or "paper default", model,
                       {"impl": OURS, "name": name, "overrides": flags}, group=g)
            for g, (flags, model) in enumerate(layouts)]
-    variants = ([(OURS_OPT, False)] if optimize else []) + ([(OURS_COMPILED, True)]
-                                                            if compile else [])
-    for impl, with_compile in variants:
+    variants = [(impl, c, d) for impl, c, d, wanted in (
+        (OURS_OPT, False, None, optimize), (OURS_COMPILED, True, None, compile),
+        (OURS_BF16, False, "bfloat16", bf16),
+        (OURS_COMPILED_BF16, True, "bfloat16", bf16 and compile)) if wanted]
+    for impl, with_compile, dtype in variants:
         from visionzoo.optimize import optimize as optimize_fn
 
         try:
-            opt = optimize_fn(out[0].module, compile=with_compile, example_input=x[:1])
+            opt = optimize_fn(out[0].module, compile=with_compile, dtype=dtype,
+                              example_input=x[:1])
             rep = opt.optimize_report
             out.append(_Candidate(impl, name, rep.short(), opt,
-                                  {**out[0].spec, "impl": impl, "compile": with_compile},
+                                  {**out[0].spec, "impl": impl, "compile": with_compile,
+                                   "dtype": dtype},
                                   max_diff=rep.max_abs_diff, train=False))
         except Exception as e:  # noqa: BLE001 - reported in the row, the others still run
             out.append(_Candidate(impl, name, "", None, {}, train=False,
@@ -377,7 +386,8 @@ def _rebuild(spec: dict[str, Any], device: torch.device) -> nn.Module:
         if spec["impl"] != OURS:
             from visionzoo.optimize import optimize as optimize_fn
 
-            model = optimize_fn(model, compile=spec.get("compile", False), check=False)
+            model = optimize_fn(model, compile=spec.get("compile", False),
+                                dtype=spec.get("dtype"), check=False)
         return model
     return build_reference(spec["impl"], spec["name"]).eval().to(device)
 
@@ -563,8 +573,9 @@ def _macs(model: nn.Module, chans: int, size: int) -> int | None:
 def bench(models: Sequence[str] | str, *, batches: Sequence[int] = (1, 32),
           size: int | None = None, threads: int | None = None, train: bool = False,
           compare: bool = False, optimize: bool = False, compile: bool = False,
-          device: str = "cpu", repeats: int = 5, min_time: float = 1.0, warmup: int = 3,
-          memory: bool = True, log: Callable[[str], None] | None = None) -> BenchReport:
+          bf16: bool = False, device: str = "cpu", repeats: int = 5, min_time: float = 1.0,
+          warmup: int = 3, memory: bool = True, log: Callable[[str], None] | None = None
+          ) -> BenchReport:
     """Benchmark registered models (names or fnmatch patterns); see the module docstring."""
     patterns = [models] if isinstance(models, str) else list(models)
     names: list[str] = []
@@ -590,7 +601,7 @@ def bench(models: Sequence[str] | str, *, batches: Sequence[int] = (1, 32),
     modes = ["infer"] + (["train"] if train else [])
     settings = {"device": device, "threads": threads, "batches": list(batches), "size": size,
                 "repeats": repeats, "min_time": min_time, "warmup": warmup, "train": train,
-                "compare": compare, "optimize": optimize, "compile": compile}
+                "compare": compare, "optimize": optimize, "compile": compile, "bf16": bf16}
     rows: list[BenchRow] = []
     methods: set[str] = set()
     for name in names:
@@ -600,13 +611,13 @@ def bench(models: Sequence[str] | str, *, batches: Sequence[int] = (1, 32),
         chans = info.input_size[0]
         x_max = torch.randn(max(batches), chans, s, s, generator=g).to(dev)
         log(f"{name}: building candidates")
-        cands = _candidates(name, x_max, compare, optimize, compile, dev)
+        cands = _candidates(name, x_max, compare, optimize, compile, dev, bf16)
         base = {"model": name, "size": s, "threads": threads, "device": device}
         stats = {}
         for i, c in enumerate(cands):
             if c.module is not None:
                 stats[i] = (count_params(c.module),
-                            _macs(cands[0].module if c.impl in (OURS_OPT, OURS_COMPILED)
+                            _macs(cands[0].module if c.impl.startswith(OURS + "+")
                                   else c.module, chans, s))
         mem: dict[str, Any] = {}
         if memory:

@@ -310,7 +310,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         else None
     report = bench(args.models, batches=_int_list(args.batch, "--batch"), size=args.size,
                    threads=args.threads, train=args.train, compare=args.compare,
-                   optimize=args.optimize, compile=args.compile,
+                   optimize=args.optimize, compile=args.compile, bf16=args.bf16,
                    device=args.device, repeats=args.repeats, min_time=args.min_time,
                    warmup=args.warmup, memory=not args.no_memory, log=log)
     print(report.format(args.format), end="")
@@ -358,6 +358,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
                    help="also time visionzoo.optimize(model) (BN folded, channels_last)")
     p.add_argument("--compile", action="store_true",
                    help="also time optimize(model, compile=True) (compiles on first call)")
+    p.add_argument("--bf16", action="store_true",
+                   help="also time optimize(model, dtype=bfloat16) (and compiled, with "
+                        "--compile): fast on CPUs with AMX / AVX-512 BF16")
     p.add_argument("--format", choices=["md", "csv", "json"], default="md")
     p.add_argument("--out", metavar="PREFIX", help="also write PREFIX.md/.csv/.json/.png")
     p.add_argument("--plot", metavar="PNG", help="throughput vs MACs plot")

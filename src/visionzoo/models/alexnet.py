@@ -110,8 +110,11 @@ class ResponseNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         x = x.reshape(n * self.towers, c // self.towers, h, w)  # (N, C, H, W) -> (N*T, C/T, H, W)
-        x = F.local_response_norm(x, self.size, self.size * self.alpha, self.beta, self.k)
-        return x.reshape(n, c, h, w)  # back to (N, C, H, W)
+        # the sum of squares runs in float32 for half types (no bf16 avg_pool3d kernel on CPU,
+        # and squares of activations overflow float16)
+        y = F.local_response_norm(x.float() if x.dtype in (torch.bfloat16, torch.float16) else x,
+                                  self.size, self.size * self.alpha, self.beta, self.k)
+        return y.to(x.dtype).reshape(n, c, h, w)  # back to (N, C, H, W)
 
     def extra_repr(self) -> str:
         return (f"towers={self.towers}, n={self.size}, k={self.k}, alpha={self.alpha}, "

@@ -74,7 +74,7 @@ class DenseLayer(nn.Module):
         else:  # recomputation: same batch statistics; momentum 0 leaves the running averages
             x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, 0.0,
                              bn.eps)
-        return self.conv1(F.relu(x))
+        return self.conv1(F.relu(x, inplace=True))  # x is BN's fresh output: no copy needed
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         if (self.memory_efficient and self.training and torch.is_grad_enabled()
@@ -89,7 +89,7 @@ class DenseLayer(nn.Module):
             x = checkpoint(recomputable, *features, use_reentrant=False)
         else:
             x = self.bottleneck(features)
-        x = self.conv2(F.relu(self.norm2(self.drop(x))))
+        x = self.conv2(F.relu(self.norm2(self.drop(x)), inplace=True))
         return self.drop(x)
 
 

@@ -33,7 +33,9 @@ Defaults and conventions
 * Window attention goes through ``torch.nn.functional.scaled_dot_product_attention`` with the
   relative position bias and the shift mask folded into ``attn_mask`` (fused CPU/GPU kernels).
   ``fused_attn=False`` (or ``attn.fused = False`` on a module) selects the explicit eq. (4)
-  softmax path; both compute the same function (tested).
+  softmax path; both compute the same function (tested). Training on CPU always takes the
+  explicit path: no fused CPU kernel returns the gradient of ``attn_mask`` (the bias table is
+  learned), and SDPA's math fallback is slower than the explicit softmax.
 * The shift mask adds -100 to the logits of token pairs from different sub-windows, as the
   authors' code does (exp(-100) ~ 4e-44 is negligible next to any unmasked weight: a hard mask).
 
@@ -226,18 +228,25 @@ class WindowAttention(nn.Module):
         Bw, N, C = x.shape
         qkv = self.qkv(x).view(Bw, N, 3, self.num_heads, self.head_dim)  # (Bw, N, 3, h, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (Bw, h, N, d)
-        bias = self.relative_position_bias(*window).unsqueeze(0)  # (1, h, N, N)
+        bias = self.relative_position_bias(*window).unsqueeze(0).to(q.dtype)  # (1, h, N, N)
+        nw = 1
         if mask is not None:
             nw = mask.shape[0]
-            bias = bias + mask.unsqueeze(1)  # (nW, h, N, N): windows of one image
-            bias = bias.unsqueeze(0).expand(Bw // nw, -1, -1, -1, -1)  # (B, nW, h, N, N)
-            bias = bias.reshape(Bw, self.num_heads, N, N)  # (B * nW, h, N, N)
-        bias = bias.to(q.dtype)
+            bias = bias + mask.unsqueeze(1).to(q.dtype)  # (nW, h, N, N): windows of one image
         drop = self.attn_drop if self.training else 0.0
-        if self.fused:
+        # On CPU, SDPA has no fused kernel that returns a gradient for attn_mask: with the bias
+        # table trained it falls back to its math path, which is slower than the explicit one
+        # below (and needs the mask materialised per window), so training takes the explicit path
+        if self.fused and not (x.device.type == "cpu" and torch.is_grad_enabled()
+                               and self.relative_position_bias_table.requires_grad):
+            if nw > 1:  # (B, nW, h, N, N) -> (B * nW, h, N, N): one mask per window
+                bias = bias.unsqueeze(0).expand(Bw // nw, -1, -1, -1, -1)
+                bias = bias.reshape(Bw, self.num_heads, N, N)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)
         else:
-            attn = (q * self.scale) @ k.transpose(-2, -1) + bias  # (Bw, h, N, N)
+            attn = (q * self.scale) @ k.transpose(-2, -1)  # (Bw, h, N, N)
+            # add the (nW, h, N, N) bias by broadcasting over the images, without a copy per image
+            attn = (attn.view(Bw // nw, nw, self.num_heads, N, N) + bias).view(Bw, -1, N, N)
             attn = F.dropout(attn.softmax(dim=-1), drop, self.training)
             out = attn @ v  # (Bw, h, N, d)
         out = out.transpose(1, 2).reshape(Bw, N, C)  # (Bw, h, N, d) -> (Bw, N, h * d)
