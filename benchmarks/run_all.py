@@ -237,7 +237,8 @@ def write_summary(out: Path) -> None:
                 lines.append(f"| {model} | {batch} | " + " | ".join(
                     "-" if v is None else f"{v:.2f}" for v in vals) + f" | {verdict} |")
         lines += ["", "Details: [compare.md](compare.md) ([csv](compare.csv), "
-                  "[plot](compare.png)); all models: [zoo.md](zoo.md) ([plot](zoo.png))."]
+                  "[plot](compare.png))" + ("; all models: [zoo.md](zoo.md) ([plot](zoo.png))"
+                                            if (out / "zoo.md").exists() else "") + "."]
     for name, title in (("int8.md", "Int8 agreement and speed"),
                         ("fashion_mnist_tta.md", "Fashion-MNIST time to accuracy"),
                         ("export_matrix.md", "Export matrix")):
