@@ -146,7 +146,8 @@ def section_int8(out: Path, args: argparse.Namespace) -> None:
              f"load average at start {machine.get('loadavg', '?')}.",
              "",
              "Post-training static int8 (torch.ao FX, oneDNN engine, per-channel weights, conv -> "
-             "ReLU6 outputs quantized onto [0, 6]) calibrated on seeded views of the "
+             "ReLU6 outputs quantized onto [0, 6], the first conv left float) calibrated on "
+             "seeded views of the "
              "scikit-image photos, judged on other seeded views of the same photos: top-1 "
              "agreement with the float model, also over the views the float model classifies "
              "with probability >= 0.5 (ambiguous views flip under any perturbation).",

@@ -93,7 +93,7 @@ class OptimizeReport:
     compiled: bool = False
     quantized: str | None = None
     dtype: str = "float32"
-    # left float32 by int8 (untraceable) or by bf16 (no bf16 kernel)
+    # left float by int8 (untraceable, or the first conv)
     float_modules: list[str] = field(default_factory=list)
     max_abs_diff: float | None = None  # vs eager on the check input (float paths)
 
@@ -115,8 +115,7 @@ class OptimizeReport:
         if self.compiled:
             parts.append("torch.compile")
         if self.dtype != "float32":
-            parts.append(self.dtype + (f" ({len(self.float_modules)} layer(s) kept float32)"
-                                       if self.float_modules else ""))
+            parts.append(self.dtype)
         if self.quantized:
             parts.append(f"{self.quantized} ({len(self.float_modules)} submodule(s) left float)")
         if self.max_abs_diff is not None:
@@ -223,32 +222,6 @@ def _cast_input(dtype: torch.dtype):
     return hook
 
 
-class Float32Island(nn.Module):
-    """Runs ``inner`` in float32 inside a bf16 model: for layers with no bf16 CPU kernel
-    (``LocalResponseNorm``, whose avg_pool3d has none)."""
-
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner.float()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.float()).to(x.dtype)
-
-
-FLOAT32_ONLY = (nn.LocalResponseNorm,)
-
-
-def _float32_islands(model: nn.Module) -> list[str]:
-    """Wrap every ``FLOAT32_ONLY`` layer in a ``Float32Island``, in place; returns their names."""
-    names = []
-    for prefix, parent in list(model.named_modules()):
-        for key, child in list(parent.named_children()):
-            if isinstance(child, FLOAT32_ONLY):
-                setattr(parent, key, Float32Island(child))
-                names.append(f"{prefix}.{key}" if prefix else key)
-    return names
-
-
 def _float32_output(_module: nn.Module, _args: tuple[Any, ...], out: Any) -> Any:
     """bf16 logits back to float32 (what losses, softmax and comparisons expect)."""
     return out.float() if isinstance(out, torch.Tensor) and out.dtype == torch.bfloat16 else out
@@ -347,6 +320,7 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor] | torch.
         raise OptimizeError("int8 quantization needs calibration images")
     from torch.ao.quantization import QConfig
     from torch.ao.quantization.observer import FixedQParamsObserver
+
     torch.backends.quantized.engine = backend
     model = copy.deepcopy(model).eval().cpu()
     _skip_input_check(model)
@@ -431,10 +405,10 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
     if dtype not in (None, torch.float32, torch.bfloat16):
         raise OptimizeError(f"dtype {dtype} is not supported; expected torch.float32 or "
                             f"torch.bfloat16")
-    if dtype is not None and quantize:
-        raise OptimizeError("dtype and quantize='int8' are exclusive")
     if dtype == torch.float32:
         dtype = None
+    if dtype is not None and quantize:
+        raise OptimizeError("dtype=bfloat16 and quantize='int8' are exclusive")
     eager = model
     was_training = eager.training
     eager.eval()
@@ -456,7 +430,6 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
                     warnings.warn("this CPU has no AMX/AVX-512 BF16 units: bfloat16 is "
                                   "emulated and likely slower than float32", stacklevel=2)
                 out = out.to(dtype)
-                report.float_modules = _float32_islands(out)
                 out.register_forward_pre_hook(_cast_input(dtype))
                 out.register_forward_hook(_float32_output)
                 report.dtype = str(dtype).removeprefix("torch.")
