@@ -56,7 +56,10 @@ def test_optimize_within_tolerance_every_family(name):
     assert (got - ref).abs().max() <= atol + rtol * ref.abs().max()
     rep = fast.optimize_report
     assert _conv_bn_pairs(fast) == 0  # every conv -> BN pair was folded
-    assert rep.bn_folded == _conv_bn_pairs(model)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert rep.bn_folded >= _conv_bn_pairs(model)  # and those outside a Sequential (graphs)
+    assert rep.bn_left == sum(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert rep.bn_folded + rep.bn_left == n_bn
     assert rep.channels_last
     assert next(p for p in fast.parameters() if p.ndim == 4).is_contiguous(
         memory_format=torch.channels_last)
@@ -198,7 +201,9 @@ def test_int8_quantizes_convs_and_keeps_logits_close():
     # the first conv (it sees the image) stays float; keep_first_float=False quantizes it too
     assert "stem.conv" in q.optimize_report.float_modules
     assert type(q.get_submodule("stem.conv")) is nn.Conv2d
-    q_all, floats = opt.quantize_int8(opt.optimize(model), photos[:24].split(8),
+    with pytest.raises(opt.OptimizeError, match="onednn=False"):
+        opt.quantize_int8(opt.optimize(model), photos[:8])
+    q_all, floats = opt.quantize_int8(opt.optimize(model, onednn=False), photos[:24].split(8),
                                       keep_first_float=False)
     assert "stem.conv" not in floats
     assert type(q_all.get_submodule("stem.conv")) is not nn.Conv2d

@@ -1,0 +1,208 @@
+"""optimize's oneDNN step: fused conv + activation and conv + residual sum, against plain ops."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import visionzoo as vz
+
+from conftest import randomize_
+
+opt = importlib.import_module("visionzoo.optimize")
+
+pytestmark = pytest.mark.skipif(not opt.onednn_available(),
+                                reason="this PyTorch build has no oneDNN (MKLDNN) CPU kernels")
+
+ACTS = [nn.ReLU(), nn.ReLU6(), nn.Hardtanh(-1.0, 2.0), nn.SiLU(), nn.Hardswish(), nn.Sigmoid(),
+        nn.Hardsigmoid(), nn.Tanh(), nn.LeakyReLU(0.2), nn.GELU(), nn.GELU("tanh")]
+CONVS = [dict(kernel_size=3, padding=1), dict(kernel_size=1),
+         dict(kernel_size=3, stride=2, padding=1, groups=4),
+         dict(kernel_size=3, padding="same", dilation=2), dict(kernel_size=5, padding=(2, 1))]
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("act", ACTS, ids=lambda a: repr(a))
+@pytest.mark.parametrize("conv_kw", CONVS, ids=str)
+def test_fused_conv_is_act_of_conv(act, conv_kw):
+    conv = nn.Conv2d(8, 12, **conv_kw).eval()
+    seq = nn.Sequential(conv, nn.Identity(), act).eval()
+    x = torch.randn(2, 8, 11, 13, generator=_gen())
+    with torch.inference_mode():
+        ref = seq(x)
+    fused = nn.Sequential(*seq)  # the same modules, a new container to rewrite
+    assert opt.fuse_onednn(fused) == (1, 1)
+    assert isinstance(fused[0], opt.OneDNNConv2d) and type(fused[2]) is nn.Identity
+    assert fused[0].post_op != "none" and fused[0].weight is conv.weight  # shared, not copied
+    with torch.inference_mode():
+        for xx in (x, x.contiguous(memory_format=torch.channels_last)):
+            torch.testing.assert_close(fused(xx), ref, atol=1e-5, rtol=1e-5)
+    # with gradients enabled it falls back to the plain ops: same value, real gradients
+    xg = x.clone().requires_grad_()
+    out = fused(xg)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    out.sum().backward()
+    assert xg.grad is not None and conv.weight.grad is not None
+
+
+def test_fused_conv_bf16_and_what_it_leaves_alone():
+    conv = nn.Conv2d(8, 16, 3, padding=1).eval()
+    seq = nn.Sequential(conv, nn.ReLU())
+    x = torch.randn(2, 8, 9, 9, generator=_gen(1))
+    with torch.inference_mode():
+        ref = seq(x)
+    bf = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
+    bf.load_state_dict(seq.state_dict())
+    bf = bf.to(torch.bfloat16).eval()
+    assert opt.fuse_onednn(bf) == (1, 1)
+    with torch.inference_mode():
+        got = bf(x.to(torch.bfloat16)).float()
+    torch.testing.assert_close(got, ref, atol=0.05 * ref.abs().max().item(), rtol=0)
+    # reflect padding, an asymmetric "same", a Conv2d subclass: not rewritten
+    keep = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
+                         nn.Conv2d(4, 4, 2, padding="same"),
+                         type("MyConv", (nn.Conv2d,), {})(4, 4, 3))
+    assert opt.fuse_onednn(keep) == (0, 0)
+    # an activation that is not right after the conv is not taken in
+    gap = nn.Sequential(nn.Conv2d(4, 4, 1), nn.MaxPool2d(2), nn.ReLU())
+    assert opt.fuse_onednn(gap) == (1, 0) and type(gap[2]) is nn.ReLU
+
+
+def _record_block_inputs(model: nn.Module) -> tuple[list[tuple[nn.Module, torch.Tensor]], list]:
+    seen: list[tuple[nn.Module, torch.Tensor]] = []
+    hooks = [m.register_forward_pre_hook(lambda m, a: seen.append((m, a[0].clone())))
+             for m in model.modules() if isinstance(m, torch.fx.GraphModule)]
+    return seen, hooks
+
+
+@pytest.mark.parametrize("name,adds,inplace", [("resnet18", 8, 3), ("resnet50", 16, 4),
+                                               ("mobilenet_v2", 10, 0)])
+def test_residual_sums_fused_and_exact(name, adds, inplace):
+    model = randomize_(vz.create_model(name)).eval()
+    fast = vz.optimize(model, example_input=torch.randn(1, 3, 64, 64, generator=_gen(2)))
+    rep = fast.optimize_report
+    assert rep.onednn_adds == adds
+    fused = [m for m in fast.modules() if isinstance(m, opt.OneDNNConvAdd)]
+    assert len(fused) == adds
+    # only projection blocks write into their shortcut's fresh conv output
+    assert sum(m.inplace for m in fused) == inplace
+    assert type(fast) is type(model) and hasattr(fast, "forward_features")
+    # another batch and size than the example: nothing was baked in by tracing
+    x = torch.randn(3, 3, 96, 80, generator=_gen(3))
+    seen, hooks = _record_block_inputs(fast)
+    x_before = x.clone()
+    with torch.inference_mode():
+        ref, got = model(x), fast(x)
+    for h in hooks:
+        h.remove()
+    atol, rtol = opt.FLOAT_TOLERANCE
+    assert (got - ref).abs().max() <= atol + rtol * ref.abs().max()
+    # no block wrote into its input (a tensor the caller or a feature list may still hold)
+    assert len(seen) >= adds and torch.equal(x, x_before)
+    with torch.inference_mode():
+        for block, before in seen:
+            before_call = before.clone()
+            block(before)
+            assert torch.equal(before, before_call)
+
+
+def test_residual_sum_fusion_torchvision_and_fallbacks():
+    torchvision = pytest.importorskip("torchvision")
+    ref = randomize_(torchvision.models.resnet18()).eval()
+    fast = vz.optimize(ref, example_input=torch.randn(1, 3, 64, 64, generator=_gen(4)))
+    # torchvision's blocks call conv, BN and ReLU one by one (no Sequential): folded and fused
+    # in the blocks' graphs; all 8 sums are fused. Only the root's stem BN stays (the model
+    # itself is never traced, so it keeps its class)
+    rep = fast.optimize_report
+    assert (rep.onednn_adds, rep.bn_folded, rep.bn_left, rep.onednn_acts) == (8, 19, 1, 8)
+    assert type(fast.bn1) is nn.BatchNorm2d
+    x = torch.randn(2, 3, 64, 64, generator=_gen(5))
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), ref(x), atol=1e-4, rtol=1e-4)
+    # gradients enabled: the plain ops, the same value, a gradient to the input
+    xg = x.clone().requires_grad_()
+    out = fast(xg)
+    out.sum().backward()
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+    # an `other` that would broadcast falls back instead of reading past its end
+    conv = opt.OneDNNConv2d(nn.Conv2d(4, 6, 3, padding=1).eval(), None, (1, 1))
+    add = opt.OneDNNConvAdd(conv, nn.ReLU(), inplace=False)
+    xs, bias = torch.randn(2, 4, 5, 5, generator=_gen(6)), torch.randn(1, 6, 1, 1)
+    with torch.inference_mode():
+        torch.testing.assert_close(add(xs, bias), F.relu(F.conv2d(xs, conv.weight, conv.bias,
+                                                                   padding=1) + bias))
+
+
+def test_untraceable_block_keeps_its_forward():
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y + x if x.sum() > 0 else y - x  # FX cannot trace a tensor-valued branch
+
+    net = nn.Sequential(DataDependent()).eval()
+    x = torch.randn(1, 4, 8, 8, generator=_gen(7))
+    with torch.inference_mode():
+        ref = net(x)
+    fast = vz.optimize(net, example_input=x)
+    assert type(fast[0]) is DataDependent and fast.optimize_report.onednn_adds == 0
+    assert isinstance(fast[0].conv, opt.OneDNNConv2d)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), ref)
+        torch.testing.assert_close(fast(-x), net(-x))
+
+
+def test_packed_weight_follows_weight_changes_and_copies():
+    conv = nn.Conv2d(6, 8, 3, padding=1).eval()
+    fused = opt.OneDNNConv2d(conv, nn.ReLU(), (1, 1))
+    x = torch.randn(1, 6, 7, 7, generator=_gen(8))
+    with torch.inference_mode():
+        first = fused(x)
+        assert fused._packed is not None
+    new = torch.randn_like(conv.weight)
+    fused.load_state_dict({"weight": new, "bias": conv.bias.detach()})
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), F.relu(F.conv2d(x, new, conv.bias, padding=1)))
+        assert not torch.allclose(fused(x), first)
+    clone = copy.deepcopy(fused)
+    assert clone._packed is None
+    with torch.inference_mode():
+        torch.testing.assert_close(clone(x), fused(x))
+
+
+def test_one_pixel_maps_take_the_plain_ops(monkeypatch):
+    """Squeeze-and-excitation convs see 1x1 maps: there the plain ops are used (faster)."""
+    fused = opt.OneDNNConv2d(nn.Conv2d(16, 4, 1).eval(), nn.SiLU(), (0, 0))
+    calls = []
+    real = torch.ops.mkldnn._convolution_pointwise
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise",
+                        lambda *a: calls.append(a[0].shape) or real(*a), raising=False)
+    with torch.inference_mode():
+        for hw in (1, 3):
+            x = torch.randn(2, 16, hw, hw, generator=_gen(9))
+            torch.testing.assert_close(fused(x), F.silu(F.conv2d(x, fused.weight, fused.bias)))
+    assert calls == [torch.Size([2, 16, 3, 3])]
+
+
+def test_densenet_bn_after_conv_folded_in_the_graph():
+    """DenseNet's H_l is BN-ReLU-conv1-BN-ReLU-conv2 in one module's forward (no Sequential):
+    the BN after conv1 is folded and its ReLU fused; the pre-activation BNs stay."""
+    model = randomize_(vz.create_model("densenet121")).eval()
+    fast = vz.optimize(model, example_input=torch.randn(1, 3, 32, 32, generator=_gen(10)))
+    rep = fast.optimize_report
+    assert (rep.bn_folded, rep.bn_left, rep.onednn_acts) == (1 + 58, 58 + 4, 1 + 58)
+    x = torch.randn(2, 3, 48, 48, generator=_gen(11))
+    with torch.inference_mode():
+        ref = model(x)
+        assert (fast(x) - ref).abs().max() <= 1e-3 + 1e-3 * ref.abs().max()
