@@ -32,7 +32,8 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 @pytest.mark.parametrize("act", ACTS, ids=lambda a: repr(a))
 @pytest.mark.parametrize("conv_kw", CONVS, ids=str)
-def test_fused_conv_is_act_of_conv(act, conv_kw):
+def test_fused_conv_is_act_of_conv(act, conv_kw, monkeypatch):
+    monkeypatch.setattr(opt, "SMALL_POINTWISE_MACS", 0)  # the 1x1 case through oneDNN too
     conv = nn.Conv2d(8, 12, **conv_kw).eval()
     seq = nn.Sequential(conv, nn.Identity(), act).eval()
     x = torch.randn(2, 8, 11, 13, generator=_gen())
@@ -181,18 +182,27 @@ def test_packed_weight_follows_weight_changes_and_copies():
         torch.testing.assert_close(clone(x), fused(x))
 
 
-def test_one_pixel_maps_take_the_plain_ops(monkeypatch):
-    """Squeeze-and-excitation convs see 1x1 maps: there the plain ops are used (faster)."""
-    fused = opt.OneDNNConv2d(nn.Conv2d(16, 4, 1).eval(), nn.SiLU(), (0, 0))
+def test_small_calls_take_the_plain_ops(monkeypatch):
+    """Where oneDNN's fixed cost per call outweighs its gain, the plain ops run: 1x1 maps
+    (squeeze-and-excitation) and small pointwise convs (under SMALL_POINTWISE_MACS)."""
     calls = []
     real = torch.ops.mkldnn._convolution_pointwise
     monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise",
-                        lambda *a: calls.append(a[0].shape) or real(*a), raising=False)
+                        lambda *a: calls.append(tuple(a[0].shape)) or real(*a), raising=False)
+    conv3 = opt.OneDNNConv2d(nn.Conv2d(16, 4, 3, padding=1).eval(), nn.SiLU(), (1, 1))
+    conv1 = opt.OneDNNConv2d(nn.Conv2d(64, 256, 1).eval(), nn.ReLU(), (0, 0))
     with torch.inference_mode():
         for hw in (1, 3):
             x = torch.randn(2, 16, hw, hw, generator=_gen(9))
-            torch.testing.assert_close(fused(x), F.silu(F.conv2d(x, fused.weight, fused.bias)))
-    assert calls == [torch.Size([2, 16, 3, 3])]
+            torch.testing.assert_close(fused := conv3(x), F.silu(F.conv2d(
+                x, conv3.weight, conv3.bias, padding=1)))
+            assert fused.shape == (2, 4, hw, hw)
+        assert calls == [(2, 16, 3, 3)]
+        for n, hw in ((1, 8), (4, 32)):  # 1 * 64 * 64 * 256 = 1 M MACs; 4 * 1024 * ... = 67 M
+            x = torch.randn(n, 64, hw, hw, generator=_gen(10))
+            torch.testing.assert_close(conv1(x), F.relu(F.conv2d(x, conv1.weight, conv1.bias)),
+                                       atol=1e-4, rtol=1e-4)
+    assert calls == [(2, 16, 3, 3), (4, 64, 32, 32)]
 
 
 def test_densenet_bn_after_conv_folded_in_the_graph():

@@ -1,4 +1,4 @@
-"""Faster inference: batch-norm folding, channels_last, torch.compile and CPU int8.
+"""Faster inference: batch-norm folding, channels_last, oneDNN fusion, torch.compile, bf16, int8.
 
 ``optimize(model)`` returns an inference copy of a model (the original is left alone):
 
@@ -14,6 +14,22 @@
   ``forward`` (weight standardisation). Folded weights are computed in float64, then cast back.
 * **channels_last.** Weights are converted to NHWC and the input is converted by a forward
   pre-hook; oneDNN (CPU) and cuDNN (GPU) convolutions are faster on NHWC.
+* **oneDNN fused convolutions** (CPU, ``onednn=True``, the default without ``compile``). Every
+  plain ``Conv2d`` becomes a ``OneDNNConv2d``: one oneDNN call that applies the following
+  activation (ReLU, ReLU6, SiLU, hard-swish, GELU, ...) to the output tile while it is still in
+  registers, with its weight reordered into oneDNN's blocked layout once instead of on every
+  call. Then each block is traced with torch.fx (``fuse_blocks``) to find what an
+  ``nn.Sequential`` does not show: a BN fed only by a conv (DenseNet's BN after its 1x1 conv,
+  torchvision's ``bn1(conv1(x))``) is folded, an activation fed only by a conv is fused, and a
+  residual sum ``act(conv(x) + shortcut)`` becomes one convolution with an add post-op
+  (``OneDNNConvAdd``). Why it pays on top of folding and NHWC, from op-level profiles on the
+  benchmark machine: PyTorch sends a stride-1 1x1 conv at batch < 16 on one thread to its
+  im2col/GEMM fallback, which copies NHWC activations to NCHW and back; the separate add and
+  ReLU passes over ResNet-50's largest maps cost about a tenth of its time at batch 8; and the
+  per-call weight reorder costs as much as the conv itself in the deep layers at batch 1. The
+  result has the same parameters (shared, not copied), the same function and the same float32
+  tolerance; the model itself keeps its class (only blocks inside it become GraphModules).
+  These modules are for inference: with gradients enabled they compute the plain ops.
 * **torch.compile** (``compile=True``): inductor fuses the element-wise tails (activations,
   residual adds) into the convolutions' epilogues; on CPU with ``freezing`` (weights become
   constants and are pre-packed for oneDNN once), so the result is for inference under
@@ -220,6 +236,10 @@ def onednn_available() -> bool:
             and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
 
 
+# below this many multiply-accumulates per call a 1x1 conv keeps ATen's kernel (OneDNNConv2d)
+SMALL_POINTWISE_MACS = 16_000_000
+
+
 class OneDNNConv2d(nn.Conv2d):
     """A Conv2d (and the activation after it) as one oneDNN convolution with a fused post-op.
 
@@ -263,6 +283,14 @@ class OneDNNConv2d(nn.Conv2d):
         more than one pixel. On a 1x1 map (squeeze-and-excitation's convs on pooled features)
         a conv is a matrix-vector product and oneDNN's fixed cost per call dominates: 56 us
         against 11 us for F.conv2d + SiLU at 672 -> 28 channels, batch 1."""
+        if self.kernel_size == (1, 1) and self.groups == 1 and x.ndim == 4:
+            # a small pointwise conv: oneDNN's fixed cost per call (~0.1 ms: primitive lookup,
+            # post-op attributes) outweighs what it saves; ATen's GEMM path is faster there
+            # (EfficientNet-B0 at batch 1: 192 -> 1152 at 7x7, 10.8 M MACs, 0.42 ms against
+            # 0.32 ms; 512 -> 2048 at 7x7, 51 M MACs, 0.82 ms against 1.19 ms)
+            macs = x.shape[0] * x.shape[-1] * x.shape[-2] * self.in_channels * self.out_channels
+            if macs < SMALL_POINTWISE_MACS:
+                return False
         return (x.device.type == "cpu" and x.dtype == self.weight.dtype and x.ndim == 4
                 and x.shape[-1] * x.shape[-2] > 1
                 and not (torch.is_grad_enabled()
