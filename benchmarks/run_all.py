@@ -205,7 +205,8 @@ def write_summary(out: Path) -> None:
         lines += [f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPU(s), "
                   f"{data['settings']['threads']} threads; torch {m['torch']}, torchvision "
                   f"{m['torchvision']}, timm {m['timm']}; {m['date']}; load average at start "
-                  f"{m.get('loadavg', '?')}.", "",
+                  f"{m.get('loadavg', '?')}." + (f" {m['note']}." if m.get("note") else ""),
+                  "",
                   "Ratios are medians of per-round ratios against the faster of torchvision "
                   "and timm (same weights, same inputs, interleaved; the references run eager "
                   "float32). Targets: eager >= 0.95; optimize >= 1.3 for the CNNs, judged on "

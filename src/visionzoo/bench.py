@@ -137,6 +137,7 @@ class BenchReport:
             f"ratio: on a reference row ours (in its layout, same weights)/that reference; on "
             f"our rows this/the faster reference of the same layout (median of per-round "
             f"ratios). Peak memory: {self.memory_method}.",
+            *([f"Note: {m['note']}"] if m.get("note") else []),
             "",
         ]
         header = ["model", "impl", "config", "mode", "batch", "params", "MACs", "img/s",
