@@ -216,3 +216,17 @@ def test_densenet_bn_after_conv_folded_in_the_graph():
     with torch.inference_mode():
         ref = model(x)
         assert (fast(x) - ref).abs().max() <= 1e-3 + 1e-3 * ref.abs().max()
+
+
+def test_optimize_a_features_only_backbone():
+    """A backbone returns a list of stage maps: the check compares each (it used to assume one
+    logits tensor and failed)."""
+    model = randomize_(vz.create_model("resnet18", features_only=True)).eval()
+    x = torch.randn(1, 3, 64, 64, generator=_gen(12))
+    fast = vz.optimize(model, example_input=x)
+    assert fast.optimize_report.onednn_adds == 8
+    with torch.inference_mode():
+        ref, got = model(x), fast(x)
+    assert [t.shape for t in got] == [t.shape for t in ref]
+    for r, g in zip(ref, got, strict=True):
+        torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)

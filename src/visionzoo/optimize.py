@@ -28,7 +28,9 @@
   ReLU passes over ResNet-50's largest maps cost about a tenth of its time at batch 8; and the
   per-call weight reorder costs as much as the conv itself in the deep layers at batch 1. The
   result has the same parameters (shared, not copied), the same function and the same float32
-  tolerance; the model itself keeps its class (only blocks inside it become GraphModules).
+  tolerance; the model itself keeps its class and its ``forward_*`` methods, but the blocks
+  that were rewritten become GraphModules, so introspection that reads block attributes
+  (``stage_specs()``) belongs to the eager model (``onednn=False`` keeps every block's class).
   These modules are for inference: with gradients enabled they compute the plain ops.
 * **torch.compile** (``compile=True``): inductor fuses the element-wise tails (activations,
   residual adds) into the convolutions' epilogues; on CPU with ``freezing`` (weights become
@@ -861,9 +863,16 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
                 with torch.inference_mode():
                     ref, got = eager(x), out(x)
                 atol, rtol = FLOAT_TOLERANCE if dtype is None else BF16_TOLERANCE
-                got = got.to(ref.dtype)
-                report.max_abs_diff = (got - ref).abs().max().item()
-                if report.max_abs_diff > atol + rtol * ref.abs().max().item():
+                # logits, or a backbone's list of feature maps (features_only)
+                refs = list(ref) if isinstance(ref, (list, tuple)) else [ref]
+                gots = list(got) if isinstance(got, (list, tuple)) else [got]
+                if len(refs) != len(gots):
+                    raise OptimizeError(f"optimized model returns {len(gots)} outputs, the "
+                                        f"eager one {len(refs)}")
+                report.max_abs_diff = max((g.to(r.dtype) - r).abs().max().item()
+                                          for r, g in zip(refs, gots, strict=True))
+                scale = max(r.abs().max().item() for r in refs)
+                if report.max_abs_diff > atol + rtol * scale:
                     raise OptimizeError(
                         f"optimized ({report.dtype}) logits leave the tolerance (atol={atol}, "
                         f"rtol={rtol}): "
