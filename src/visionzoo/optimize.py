@@ -704,7 +704,8 @@ def _rewrite_block(gm: torch.fx.GraphModule) -> tuple[int, int, int]:
     for node in list(gm.graph.nodes):  # act(a * s + other): squeeze-and-excitation's scale
         if not _is_add(node) or len(node.args) != 2 or node.kwargs:
             continue
-        for i, j in ((0, 1), (1, 0)):
+        # an in-place sum (a += b) is only taken with the product as the one written into
+        for i, j in [(0, 1), (1, 0)] if node.target is not operator.iadd else [(0, 1)]:
             chain = identity_chain(node.args[i])
             mul = chain[-1]
             if (_is_mul(mul) and len(mul.users) == 1 and len(mul.args) == 2 and not mul.kwargs
