@@ -165,20 +165,36 @@ class OptimizeReport:
 # ---------------------------------------------------------------------------------------------
 
 
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, b) in float64 with an eval-mode BN equal to a * x + b per channel:
+    a = g / sqrt(var + eps), b = beta - mean * a."""
+    var = bn.running_var.double()
+    a = (bn.weight.detach().double() if bn.affine else torch.ones_like(var)) / torch.sqrt(
+        var + bn.eps)
+    beta = bn.bias.detach().double() if bn.affine else torch.zeros_like(var)
+    return a, beta - bn.running_mean.double() * a
+
+
+def _with_params(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
+    """A copy of ``conv`` with new (float64-computed) weight and bias in its dtype."""
+    new, dtype, grad = copy.deepcopy(conv), conv.weight.dtype, conv.weight.requires_grad
+    new.weight = nn.Parameter(weight.to(dtype), requires_grad=grad)
+    new.bias = nn.Parameter(bias.to(dtype), requires_grad=grad)
+    return new
+
+
+def _conv_bias64(conv: nn.Conv2d) -> torch.Tensor:
+    if conv.bias is not None:
+        return conv.bias.detach().double()
+    return torch.zeros(conv.out_channels, dtype=torch.float64, device=conv.weight.device)
+
+
 def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """The single conv equal to ``bn(conv(x))`` for an eval-mode BN."""
-    fused = copy.deepcopy(conv)
-    w = conv.weight.detach().double()
-    scale = bn.weight.detach().double() if bn.affine else torch.ones_like(bn.running_var.double())
-    shift = bn.bias.detach().double() if bn.affine else torch.zeros_like(scale)
-    scale = scale / torch.sqrt(bn.running_var.double() + bn.eps)  # g / sqrt(var + eps), per out ch
-    bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(scale)
+    a, b = _bn_affine(bn)  # per output channel
     # (out, in/groups, kh, kw) * (out, 1, 1, 1)
-    fused.weight = nn.Parameter((w * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype),
-                                requires_grad=conv.weight.requires_grad)
-    fused.bias = nn.Parameter(((bias - bn.running_mean.double()) * scale + shift)
-                              .to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
-    return fused
+    return _with_params(conv, conv.weight.detach().double() * a.view(-1, 1, 1, 1),
+                        _conv_bias64(conv) * a + b)
 
 
 @torch.no_grad()
@@ -443,13 +459,8 @@ def _preact_folded(bn: nn.BatchNorm2d, conv: OneDNNConv2d
     """(clamp, conv') with conv'(clamp(x)) = conv(relu(bn(x))) for an eval BN and a 1x1
     unpadded ungrouped conv (``PreActClamp``); None where a threshold overflows the dtype."""
     dtype = conv.weight.dtype
-    var = bn.running_var.double()
-    a = (bn.weight.detach().double() if bn.affine else torch.ones_like(var)) / torch.sqrt(
-        var + bn.eps)
-    b = (bn.bias.detach().double() if bn.affine else torch.zeros_like(var)) \
-        - bn.running_mean.double() * a
-    safe_a = torch.where(a == 0, torch.ones_like(a), a)
-    t = -b / safe_a  # where the ReLU switches
+    a, b = _bn_affine(bn)  # per input channel of the conv
+    t = -b / torch.where(a == 0, torch.ones_like(a), a)  # where the ReLU switches
     inf = torch.full_like(t, float("inf"))
     lo = torch.where(a > 0, t, -inf)
     hi = torch.where(a < 0, t, inf)
@@ -457,13 +468,7 @@ def _preact_folded(bn: nn.BatchNorm2d, conv: OneDNNConv2d
         return None
     b = torch.where(a == 0, b.clamp_min(0), b)  # a channel BN makes constant: ReLU(b)
     w = conv.weight.detach().double()  # (out, in, 1, 1)
-    bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(
-        conv.out_channels, dtype=torch.float64, device=w.device)
-    new = copy.deepcopy(conv)
-    new.weight = nn.Parameter((w * a.view(1, -1, 1, 1)).to(dtype),
-                              requires_grad=conv.weight.requires_grad)
-    new.bias = nn.Parameter((bias + w[:, :, 0, 0] @ b).to(dtype),
-                            requires_grad=conv.weight.requires_grad)
+    new = _with_params(conv, w * a.view(1, -1, 1, 1), _conv_bias64(conv) + w[:, :, 0, 0] @ b)
     return PreActClamp(lo.to(dtype), hi.to(dtype)), new
 
 
@@ -472,7 +477,7 @@ class ScaleAddAct(nn.Module):
     residual sum after it, as one ``torch.addcmul`` and an in-place activation: two passes over
     the block's output instead of three (product, sum, activation) and, with ``inplace`` (set by
     ``fuse_blocks`` where ``a`` is a fresh conv output that nothing reads afterwards), no new
-    allocation. Those three passes were a sixth of SE-ResNet-101's optimized time at batch 8.
+    allocation. Those three passes were 14 % of SE-ResNet-101's optimized time at batch 8.
     Falls back to the plain ops with gradients enabled or where the shapes differ."""
 
     def __init__(self, act: nn.Module | None, inplace: bool):
@@ -574,13 +579,15 @@ def _rewrite_block(gm: torch.fx.GraphModule) -> tuple[int, int, int]:
     def module(node: Any) -> nn.Module | None:
         return modules.get(node.target) if getattr(node, "op", None) == "call_module" else None
 
+    def called_once(node: Any) -> bool:
+        """The module a call_module node calls is called nowhere else in the graph."""
+        return sum(n.op == "call_module" and n.target == node.target for n in gm.graph.nodes) == 1
+
     def sole_conv(node: Any) -> OneDNNConv2d | None:
         """The OneDNNConv2d a node calls, if it is called there only and read by one node."""
         conv = module(node)
         if (not isinstance(conv, OneDNNConv2d) or conv.post_op != "none" or len(node.users) != 1
-                or len(node.args) != 1 or node.kwargs
-                or sum(n.op == "call_module" and n.target == node.target
-                       for n in gm.graph.nodes) != 1):
+                or len(node.args) != 1 or node.kwargs or not called_once(node)):
             return None
         return conv
 
@@ -657,8 +664,7 @@ def _rewrite_block(gm: torch.fx.GraphModule) -> tuple[int, int, int]:
         if (not isinstance(conv, OneDNNConv2d) or dst.args != (relu,) or dst.kwargs
                 or conv.kernel_size != (1, 1) or tuple(conv.padding) != (0, 0)
                 or conv.groups != 1 or conv.in_channels != bn.num_features
-                or sum(n.op == "call_module" and n.target == dst.target
-                       for n in gm.graph.nodes) != 1):
+                or not called_once(dst)):
             continue
         pair = _preact_folded(bn, conv)
         if pair is None:
