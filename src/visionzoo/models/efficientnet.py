@@ -76,6 +76,7 @@ from visionzoo.layers import (
     ZooModel,
     default_cfg,
     make_divisible,
+    sum_into,
 )
 from visionzoo.registry import Deviation, ModelInfo, Published, Variant, register_model
 
@@ -233,7 +234,7 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.depthwise(self.expand(x))))
         if self.has_skip:
-            out = self.drop_path(out) + x
+            out = sum_into(self.drop_path(out), x)
         return out
 
 

@@ -51,6 +51,7 @@ from visionzoo.layers import (
     ZooModel,
     default_cfg,
     make_divisible,
+    sum_into,
 )
 from visionzoo.registry import ModelInfo, Published, Variant, register_model
 
@@ -120,7 +121,7 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.dw(self.expand(x)))
         if self.has_shortcut:
-            return x + self.drop_path(out)
+            return sum_into(self.drop_path(out), x)
         return out
 
 

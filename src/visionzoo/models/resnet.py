@@ -61,6 +61,7 @@ from visionzoo.layers import (
     ZooModel,
     default_cfg,
     shortcut_zero_pad,
+    sum_into,
 )
 from visionzoo.registry import Deviation, ModelInfo, Published, register_model
 
@@ -98,15 +99,6 @@ def make_se(channels: int, se_ratio: float | None) -> nn.Module:
     return SqueezeExcite(channels, ratio=se_ratio) if se_ratio else nn.Identity()
 
 
-def _sum_into(residual: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-    """F(x) + x of eq. (1), written into F(x): the residual branch's last op (BN, the SE
-    product, a conv once BN is folded) made it fresh, and none of their backwards reads it, so
-    no new map is allocated (as torchvision's ``out += identity``; an out-of-place sum costs a
-    fresh 25 MB map per block at ResNet-50's first stage, batch 8)."""
-    residual += shortcut
-    return residual
-
-
 class BasicBlock(nn.Module):
     """Fig. 2 / Fig. 5 left: two 3x3 convs; the shortcut is added before the last ReLU.
 
@@ -132,7 +124,7 @@ class BasicBlock(nn.Module):
         return self.se(self.conv2(self.conv1(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(_sum_into(self.drop_path(self.residual(x)), self.shortcut(x)))
+        return self.act(sum_into(self.drop_path(self.residual(x)), self.shortcut(x)))
 
 
 class Bottleneck(nn.Module):
@@ -168,7 +160,7 @@ class Bottleneck(nn.Module):
         return self.se(self.conv3(self.conv2(self.conv1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(_sum_into(self.drop_path(self.residual(x)), self.shortcut(x)))
+        return self.act(sum_into(self.drop_path(self.residual(x)), self.shortcut(x)))
 
 
 class ResNet(ZooModel):
