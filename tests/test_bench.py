@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,6 +100,43 @@ def test_ratio_definition_on_synthetic_rounds():
     assert (timm.lat_p50_ms, timm.lat_p90_ms) == pytest.approx((50, 90))  # linear interpolation
 
 
+def test_median_interval_order_statistics_and_coverage():
+    # n = 15: k = 4, coverage 1 - 2 * (1 + 15 + 105 + 455) / 2**15 = 0.9648 (k = 5: 0.882)
+    lo, hi, cov = bench_mod.median_interval(list(range(15, 0, -1)))
+    assert (lo, hi) == (4, 12) and cov == pytest.approx(1 - 2 * 576 / 2**15)
+    assert bench_mod.median_interval([3.0, 1.0, 2.0, 5.0, 4.0]) == (1.0, 5.0,
+                                                                    pytest.approx(0.9375))
+    assert bench_mod.median_interval([7.0])[:2] == (7.0, 7.0)
+    with pytest.raises(ValueError, match="at least one"):
+        bench_mod.median_interval([])
+    # it covers the true median as often as it claims: exponential draws, median ln 2
+    import random
+
+    rng = random.Random(0)
+    trials = 3000
+    hits = sum(lo <= math.log(2) <= hi for lo, hi, _ in (
+        bench_mod.median_interval([rng.expovariate(1.0) for _ in range(15)])
+        for _ in range(trials)))
+    assert abs(hits / trials - cov) < 0.015  # binomial sd of the estimate: 0.0034
+
+
+def test_ratio_interval_in_rows_and_markdown():
+    C = bench_mod._Candidate
+    cands = [C("visionzoo", "m", "", object(), {}), C("torchvision", "m", "", object(), {})]
+    # per-round ratios ours / torchvision: 1.0, 0.5, 2.0, 0.8, 1.25 -> median 1.0, range 0.5-2
+    times = {0: [[0.1]] * 5, 1: [[0.1], [0.05], [0.2], [0.08], [0.125]]}
+    base = {"model": "m", "size": 8, "threads": 1, "device": "cpu"}
+    ours, tv = bench_mod._rows_for(cands, dict(enumerate(cands)), times, {}, "infer", 1, base,
+                                   {}, {})
+    assert ours.ratio == pytest.approx(1.0)
+    assert (ours.ratio_lo, ours.ratio_hi) == pytest.approx((0.5, 2.0))
+    assert (tv.ratio_lo, tv.ratio_hi) == pytest.approx((0.5, 2.0))
+    report = bench_mod.BenchReport([ours, tv], {"cpu": "x"}, {"repeats": 5}, "m")
+    md = report.to_markdown()
+    assert "| 1.000 [0.50, 2.00] |" in md
+    assert "order statistics 1 and 5 of the 5 per-round ratios, coverage 93.8 %" in md
+
+
 def test_train_rows(report):
     train = _rows(report, model="resnet18", mode="train")
     assert {r.impl for r in train} == {"visionzoo", "torchvision", "timm"}  # not the optimized
@@ -171,3 +209,33 @@ def test_cli_bench(tmp_path):
     assert bad.returncode == 1 and "--batch expects" in bad.stderr
     unknown = _cli("resnet21")
     assert unknown.returncode == 1 and len(unknown.stderr.strip().splitlines()) == 1
+
+
+def test_summary_verdicts_use_the_interval(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "run_all", Path(__file__).resolve().parents[1] / "benchmarks" / "run_all.py")
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+
+    def r(impl, mode, ratio, lo, hi):
+        return {"model": "resnet50", "impl": impl, "mode": mode, "batch": 8, "ratio": ratio,
+                "ratio_lo": lo, "ratio_hi": hi, "img_s": 10.0, "macs": 4e9}
+
+    rows = [r("visionzoo", "infer", 0.93, 0.85, 1.02),  # short, but the interval reaches 0.95
+            r("visionzoo", "train", 1.01, 0.97, 1.05),
+            r("visionzoo+optimize", "infer", 1.2, 1.1, 1.25),  # short, and significantly
+            r("visionzoo+optimize+compile", "infer", 1.1, 1.0, 1.4),
+            r("torchvision", "infer", 1.0, 0.9, 1.1)]
+    data = {"machine": {"cpu": "x", "usable_cpus": 2, "torch": "t", "torchvision": "v",
+                        "timm": "m", "date": "d"}, "settings": {"threads": 1}, "rows": rows}
+    (tmp_path / "compare.json").write_text(json.dumps(data))
+    run_all.write_summary(tmp_path)
+    md = (tmp_path / "SUMMARY.md").read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("| resnet50 | 8 |"))
+    assert "| 0.93 [0.85, 1.02] | 1.01 [0.97, 1.05] | 1.20 [1.10, 1.25] |" in line
+    # the better optimize row (1.2 eager-optimize) decides, and its interval stays under 1.3
+    assert "eager BELOW (within noise); optimize BELOW (significant)" in line
+    assert "Eager target: 1 of 2 rows BELOW (within noise), 1 of 2 rows ok." in md
+    assert "Optimize target: 1 of 1 rows BELOW (significant)." in md

@@ -28,8 +28,12 @@ rounds of the per-round ratio (ours / that reference on a reference's row; this 
 faster reference on one of our rows, the faster being the one with the higher median throughput:
 taking the faster reference round by round instead would compare ours with the better of two
 noisy draws every time, a bias of about half the round-to-round spread against ours when the
-references are equally fast). ``torch.set_num_threads(threads)`` pins the intra-op
-threads.
+references are equally fast). Next to each ratio, ``[ratio_lo, ratio_hi]`` is a
+distribution-free confidence interval for that median (``median_interval``: order statistics of
+the per-round ratios, at least 95 % coverage from 6 rounds, the range at 5 with 94 %): on a shared machine one
+call can vary by 10 % or more from the next, so a ratio of 0.93 from 5 rounds may not differ
+from 1.0, and the interval says whether it does. ``torch.set_num_threads(threads)`` pins the
+intra-op threads.
 
 Peak memory. ``tracemalloc`` does not see torch's allocations, so memory is measured in a fresh
 subprocess per model (``memory=True``): on CPU the resident-set high-water mark (``VmHWM``, reset
@@ -49,6 +53,7 @@ import datetime
 import gc
 import io
 import json
+import math
 import os
 import platform
 import statistics
@@ -67,7 +72,7 @@ from visionzoo.profile import count_params
 from visionzoo.registry import list_models, model_info
 
 __all__ = ["BenchReport", "BenchRow", "ReferenceUnavailable", "bench", "build_reference",
-           "machine_info"]
+           "machine_info", "median_interval"]
 
 OURS = "visionzoo"
 OURS_OPT = "visionzoo+optimize"
@@ -100,6 +105,8 @@ class BenchRow:
     lat_p90_ms: float | None = None
     peak_mem_mb: float | None = None
     ratio: float | None = None  # see the module docstring
+    ratio_lo: float | None = None  # distribution-free interval for the median ratio
+    ratio_hi: float | None = None  # (``median_interval``)
     max_diff: float | None = None  # max |logit diff| vs our eager model on the bench input
     error: str = ""
 
@@ -139,7 +146,8 @@ class BenchReport:
             f"after warm-up. MACs = multiply-accumulates per image (FLOPs = 2 x MACs). "
             f"ratio: on a reference row ours (in its layout, same weights)/that reference; on "
             f"our rows this/the faster reference of the same layout (median of per-round "
-            f"ratios). Peak memory: {self.memory_method}.",
+            f"ratios), with [lo, hi] a distribution-free interval for that median "
+            f"({_interval_text(s.get('repeats'))}). Peak memory: {self.memory_method}.",
             *([f"Note: {m['note']}"] if m.get("note") else []),
             "",
         ]
@@ -154,7 +162,9 @@ class BenchReport:
                      r.config or "-", r.mode, str(r.batch), _human(r.params), _human(r.macs),
                      (f"{r.img_s:.1f}{spread}" if r.img_s is not None else
                       f"error: {r.error}"), _fmt(r.lat_p50_ms, 2), _fmt(r.lat_p90_ms, 2),
-                     _fmt(r.peak_mem_mb, 1), _fmt(r.ratio, 3),
+                     _fmt(r.peak_mem_mb, 1), _fmt(r.ratio, 3) + (
+                         f" [{r.ratio_lo:.2f}, {r.ratio_hi:.2f}]"
+                         if r.ratio_lo is not None and r.ratio_hi is not None else ""),
                      f"{r.max_diff:.1e}" if r.max_diff is not None else "-"]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         return "\n".join(lines) + "\n"
@@ -223,6 +233,16 @@ class BenchReport:
             out[fmt] = p
         out["png"] = self.plot(prefix.with_name(prefix.name + ".png"))
         return out
+
+
+def _interval_text(repeats: Any) -> str:
+    """How the ratio interval is formed for ``repeats`` rounds, with its coverage."""
+    if not isinstance(repeats, int) or repeats < 1:
+        return "order statistics of the per-round ratios"
+    lo, _, cov = median_interval(range(repeats))
+    k = lo + 1
+    return (f"order statistics {k} and {repeats + 1 - k} of the {repeats} per-round ratios, "
+            f"coverage {100 * cov:.1f} %")
 
 
 def _human(n: float | None) -> str:
@@ -456,6 +476,26 @@ def _interleaved(fns: dict[int, Callable[[], None]], device: torch.device, repea
                 calls.append(time.perf_counter() - t0)
             times[k].append(calls)
     return times
+
+
+def median_interval(values: Sequence[float], level: float = 0.95
+                    ) -> tuple[float, float, float]:
+    """A distribution-free confidence interval for the median of i.i.d. draws: the order
+    statistics ``k`` and ``n + 1 - k`` of the ``n`` sorted values, with ``k`` the largest whose
+    coverage ``1 - 2 P(Binomial(n, 1/2) <= k - 1)`` is at least ``level`` (with too few values
+    for ``level``, ``k = 1``: the range). Returns ``(lo, hi, coverage)``."""
+    s = sorted(values)
+    n = len(s)
+    if n == 0:
+        raise ValueError("median_interval needs at least one value")
+
+    def coverage(k: int) -> float:
+        return 1.0 - 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0 ** n
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
+        k += 1
+    return s[k - 1], s[n - k], coverage(k)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -717,14 +757,17 @@ def _rows_for(cands: list[_Candidate], live: dict[int, _Candidate],
                 row.lat_p50_ms = 1e3 * _percentile(calls, 0.5)
                 row.lat_p90_ms = 1e3 * _percentile(calls, 0.9)
             refs = refs_of.get(c.group, [])
+            per_round: list[float] = []
             if c.impl.startswith(OURS) and refs:
                 # the faster reference over the run, then the per-round ratios against it (a
                 # per-round max over the references would pick the luckier one in every round)
                 best = max(refs, key=lambda k: statistics.median(tput[k]))
-                row.ratio = statistics.median(a / b for a, b in zip(t, tput[best], strict=True))
+                per_round = [a / b for a, b in zip(t, tput[best], strict=True)]
             elif not c.impl.startswith(OURS) and c.group in plain:
-                row.ratio = statistics.median(
-                    a / b for a, b in zip(tput[plain[c.group]], t, strict=True))
+                per_round = [a / b for a, b in zip(tput[plain[c.group]], t, strict=True)]
+            if per_round:
+                row.ratio = statistics.median(per_round)
+                row.ratio_lo, row.ratio_hi, _ = median_interval(per_round)
         m = mem.get(f"{i}|{mode}|{batch}", mem.get(str(i)))
         if isinstance(m, (int, float)):
             row.peak_mem_mb = float(m)
