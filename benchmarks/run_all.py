@@ -20,7 +20,9 @@ load average at the start is recorded with the results). Sections:
   export-matrix markers) and ``export_matrix.md``;
 * ``tta``: Fashion-MNIST time to 93 % (``fashion_mnist_tta.py``) -> ``fashion_mnist_tta.*``;
 * ``peak``: the machine's float32 multiply-accumulate rate (a GEMM, oneDNN 3x3 convs) ->
-  ``peak.{md,json}``, for SUMMARY's ceiling column.
+  ``peak.{md,json}``, for SUMMARY's ceiling column;
+* ``noise``: how much one call varies from the next (ResNet-50, three implementations called in
+  turn), and whether it drifts -> ``noise.{md,json}``.
 
 ``SUMMARY.md`` collects the issue's targets (ours >= 0.95 x the faster reference, eager inference
 and training; optimize >= 1.3 x for the CNNs) from whatever sections have results.
@@ -40,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "densenet121", "vgg16", "swin_t",
            "se_resnet101")
 NOT_CNN = {"swin_t"}  # the optimize target is for the CNNs
-SECTIONS = ("peak", "compare", "zoo", "int8", "export", "tta")
+SECTIONS = ("peak", "noise", "compare", "zoo", "int8", "export", "tta")
 
 
 def log(msg: str) -> None:
@@ -256,6 +258,83 @@ def section_peak(out: Path, args: argparse.Namespace) -> None:
     log(f"peak: {peak:.1f} G MAC/s")
 
 
+def _lag1(v: list[float]) -> float:
+    """Lag-1 autocorrelation: near 0 for independent draws, near 1 for slow drift."""
+    m = sum(v) / len(v)
+    den = sum((a - m) ** 2 for a in v)
+    return sum((a - m) * (b - m) for a, b in zip(v[:-1], v[1:], strict=True)) / den if den else 0.0
+
+
+def section_noise(out: Path, args: argparse.Namespace) -> None:
+    """How much one call varies from the next on this machine, and whether it drifts: ours,
+    torchvision's and timm's ResNet-50 (same weights), inference at batch 8, called in turn
+    (the order rotating) ``--noise-calls`` times. Independent call-to-call noise of ~10 % is
+    what makes single ratios from a few rounds unreliable, and is why the compare ratios carry
+    an interval; drift (high lag-1 autocorrelation, times moving together across the three)
+    would instead call for finer interleaving."""
+    import statistics
+
+    import torch
+
+    from visionzoo.bench import build_reference, machine_info, median_interval
+    from visionzoo.ports import port
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    name = "resnet18" if args.quick else "resnet50"
+    batch, size = (2, 64) if args.quick else (8, 224)
+    calls = 3 if args.quick else args.noise_calls
+    tv = build_reference("torchvision", name).eval()
+    impls = {"visionzoo": port("torchvision", name, tv.state_dict()).eval(), "torchvision": tv,
+             "timm": build_reference("timm", name).eval()}
+    impls["timm"].load_state_dict(tv.state_dict())  # the same key names for ResNet
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    keys = list(impls)
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    with torch.inference_mode():
+        for m in impls.values():
+            for _ in range(2):
+                m(x)
+        for i in range(calls):
+            for k in keys[i % 3:] + keys[:i % 3]:
+                t0 = time.perf_counter()
+                impls[k](x)
+                times[k].append(time.perf_counter() - t0)
+    rows = []
+    for k, v in times.items():
+        rows.append({"impl": k, "median_ms": 1e3 * statistics.median(v),
+                     "min_ms": 1e3 * min(v), "max_ms": 1e3 * max(v),
+                     "cv": statistics.pstdev(v) / statistics.fmean(v), "lag1": _lag1(v)})
+    paired = [a / b for a, b in zip(times["torchvision"], times["visionzoo"], strict=True)]
+    cross = statistics.correlation(times["visionzoo"], times["torchvision"]) if calls > 2 else 0
+    lo, hi, cov = median_interval(paired)
+    lo5, hi5, cov5 = median_interval(paired[:5])
+    machine = machine_info("cpu")
+    summary = {"model": name, "batch": batch, "calls": calls, "rows": rows,
+               "paired_ratio_median": statistics.median(paired),
+               "paired_interval": [lo, hi, cov], "paired_interval_first5": [lo5, hi5, cov5],
+               "cross_correlation": cross, "machine": machine, "times_s": times}
+    (out / "noise.json").write_text(json.dumps(summary, indent=2))
+    lines = [f"Machine: {machine['cpu']}, {torch.get_num_threads()} thread(s); torch "
+             f"{machine['torch']}; {machine['date']}; load average at start "
+             f"{machine.get('loadavg', '?')}.", "",
+             f"{name}, inference, batch {batch}: {calls} calls of each implementation, in turn "
+             "(same weights, same input). cv: standard deviation over mean of the per-call "
+             "times; lag1: their lag-1 autocorrelation (0 for independent draws, towards 1 "
+             "for slow drift).", "",
+             "| impl | median ms | min ms | max ms | cv | lag1 |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['impl']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['max_ms']:.1f} | "
+              f"{r['cv']:.3f} | {r['lag1']:+.2f} |" for r in rows]
+    lines += ["", f"Correlation of ours and torchvision's times in the same turn: {cross:+.2f}. "
+              f"torchvision / ours, call by call: median {statistics.median(paired):.3f}, "
+              f"interval [{lo:.3f}, {hi:.3f}] ({100 * cov:.1f} %) from all {calls} turns, "
+              f"[{lo5:.3f}, {hi5:.3f}] ({100 * cov5:.1f} %) from the first 5: what a 5-round "
+              "comparison can resolve on this machine when one call is one round."]
+    (out / "noise.md").write_text("\n".join(lines) + "\n")
+    cvs = ", ".join(f"{r['cv']:.3f}" for r in rows)
+    log(f"noise: cv {cvs}; "
+        f"interval [{lo:.3f}, {hi:.3f}]")
+
+
 def _ceiling(rows: list[dict], model: str, batch: int, peak: float | None) -> float | None:
     """The measured float32 peak over the faster reference's MAC rate (inference)."""
     refs = [r for r in rows if r["model"] == model and r["batch"] == batch
@@ -363,7 +442,8 @@ def write_summary(out: Path) -> None:
                       "every multiply-accumulate ran at that peak (pooling, memory-bound layers "
                       "and per-call overhead only lower it). Where it is near or below 1.3, "
                       "the optimize target asks for more than the float32 arithmetic allows."]
-    for name, title in (("int8.md", "Int8 agreement and speed"),
+    for name, title in (("noise.md", "Call-to-call noise on this machine"),
+                        ("int8.md", "Int8 agreement and speed"),
                         ("fashion_mnist_tta.md", "Fashion-MNIST time to accuracy"),
                         ("export_matrix.md", "Export matrix")):
         if (out / name).exists():
@@ -384,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zoo-memory", action="store_true",
                    help="also measure each zoo model's peak memory (one subprocess per model; "
                         "adds about half an hour, most of it in the VGGs)")
+    p.add_argument("--noise-calls", type=int, default=40,
+                   help="calls per implementation in the noise section")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--min-time", type=float, default=1.0)
     p.add_argument("--no-compile", dest="compile", action="store_false",

@@ -332,3 +332,40 @@ def test_scale_add_matches_the_plain_ops_and_falls_back(act):
         a_in = a.clone()
         torch.testing.assert_close(mod(a_in, s, row), (act or nn.Identity())(a * s + row))
         assert torch.equal(a_in, a)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "densenet121", "se_resnet50"])
+def test_stage_specs_and_profile_of_an_optimized_model(name):
+    """The rewritten blocks (GraphModules, DenseBlockBuffer) lose the attributes stage_specs()
+    reads; the optimized model answers with the rows read before the rewrite, and profile()
+    finds every row's modules: the same output shapes and MACs per row (the oneDNN convs are
+    counted like ATen's, an SE module whose convs the block's graph calls directly through its
+    children), and parameters less only the folded BNs'."""
+    import pickle
+
+    from visionzoo.profile import profile
+
+    model = vz.create_model(name).eval()
+    fast = vz.optimize(model, example_input=torch.randn(1, 3, 64, 64, generator=_gen(12)))
+    assert fast.optimize_report.onednn_convs > 0
+    rewritten = [m for m in fast.modules()
+                 if isinstance(m, (torch.fx.GraphModule, opt.DenseBlockBuffer))]
+    assert rewritten  # the case this is about
+    assert fast.stage_specs() == model.stage_specs()
+    got, ref = profile(fast, input_size=(3, 64, 64)), profile(model, input_size=(3, 64, 64))
+    assert got.macs == ref.macs
+    assert [(s.name, s.blocks, s.macs) for s in got.stages] == \
+        [(s.name, s.blocks, s.macs) for s in ref.stages]
+    for g, r in zip(got.stages, ref.stages, strict=True):
+        assert (g.params > 0) == (r.params > 0) and g.params <= r.params
+        # an SE module's product is fused into the block's ScaleAddAct: that breakdown row
+        # (part_of its stage) has no output of its own any more; every stage has its shape
+        assert g.output == r.output or (g.part_of and "SE" in g.name and g.output == ())
+    assert got.params == ref.params - sum(  # a folded BN leaves a conv bias of its width
+        2 * m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d)) + sum(
+        m.bias.numel() for m in fast.modules()
+        if isinstance(m, nn.Conv2d) and m.bias is not None) - sum(
+        m.bias.numel() for m in model.modules()
+        if isinstance(m, nn.Conv2d) and m.bias is not None) + sum(
+        2 * m.num_features for m in fast.modules() if isinstance(m, nn.BatchNorm2d))
+    assert pickle.loads(pickle.dumps(fast.stage_specs)).func is opt._cached_stage_specs

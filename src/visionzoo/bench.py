@@ -30,10 +30,10 @@ taking the faster reference round by round instead would compare ours with the b
 noisy draws every time, a bias of about half the round-to-round spread against ours when the
 references are equally fast). Next to each ratio, ``[ratio_lo, ratio_hi]`` is a
 distribution-free confidence interval for that median (``median_interval``: order statistics of
-the per-round ratios, at least 95 % coverage from 6 rounds, the range at 5 with 94 %): on a shared machine one
-call can vary by 10 % or more from the next, so a ratio of 0.93 from 5 rounds may not differ
-from 1.0, and the interval says whether it does. ``torch.set_num_threads(threads)`` pins the
-intra-op threads.
+the per-round ratios, at least 95 % coverage from 6 rounds, the range at 5 with 94 %): on a
+shared machine one call can vary by 10 % or more from the next, so a ratio of 0.93 from 5
+rounds may not differ from 1.0, and the interval says whether it does.
+``torch.set_num_threads(threads)`` pins the intra-op threads.
 
 Peak memory. ``tracemalloc`` does not see torch's allocations, so memory is measured in a fresh
 subprocess per model (``memory=True``): on CPU the resident-set high-water mark (``VmHWM``, reset

@@ -34,8 +34,8 @@
   per-call weight reorder costs as much as the conv itself in the deep layers at batch 1. The
   result has the same parameters (shared, not copied), the same function and the same float32
   tolerance; the model itself keeps its class and its ``forward_*`` methods, but the blocks
-  that were rewritten become GraphModules, so introspection that reads block attributes
-  (``stage_specs()``) belongs to the eager model (``onednn=False`` keeps every block's class).
+  that were rewritten become GraphModules; ``stage_specs()``, which reads block attributes,
+  answers with the rows read from the model before the rewrite (``profile`` works on the result).
   These modules are for inference: with gradients enabled they compute the plain ops.
 * **torch.compile** (``compile=True``): inductor fuses the element-wise tails (activations,
   residual adds) into the convolutions' epilogues; on CPU with ``freezing`` (weights become
@@ -84,6 +84,7 @@ bf16 is also reported by top-1 agreement on real photos (``benchmarks/results/in
 from __future__ import annotations
 
 import copy
+import functools
 import operator
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -1052,6 +1053,31 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "bf16": torch.bfloat16}
 
 
+def _stage_specs_before(model: nn.Module) -> tuple[Any, ...] | None:
+    """The paper-table rows, read while every block still has its class."""
+    try:
+        return tuple(model.stage_specs()) if hasattr(model, "stage_specs") else None
+    except Exception:  # noqa: BLE001 - a model whose specs fail keeps failing the same way
+        return None
+
+
+def _cached_stage_specs(specs: tuple[Any, ...]) -> list[Any]:
+    return list(specs)
+
+
+def _keep_stage_specs(model: nn.Module, specs: tuple[Any, ...] | None) -> None:
+    """Rewritten blocks (GraphModules, ``DenseBlockBuffer``) no longer have the attributes
+    ``stage_specs()`` reads, but the architecture they describe is unchanged: the optimized model
+    answers with the rows read before the rewrite, as long as every module they name still
+    exists at its path (so ``profile`` can count its parameters and MACs)."""
+    if not specs:
+        return
+    names = {name for name, _ in model.named_modules()}
+    if all(m in names for spec in specs for m in spec.modules):
+        # an instance attribute shadows the method; a partial (not a lambda) pickles
+        model.stage_specs = functools.partial(_cached_stage_specs, specs)
+
+
 def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True,
              compile: bool = False, compile_mode: str | None = None,
              dtype: torch.dtype | str | None = None, onednn: bool | None = None,
@@ -1088,6 +1114,7 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
     eager.eval()
     out = model if inplace else copy.deepcopy(model)
     out.eval()
+    specs = _stage_specs_before(out)
     report = OptimizeReport()
     try:
         if fold_bn:
@@ -1140,6 +1167,7 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
                         f"optimized ({report.dtype}) logits leave the tolerance (atol={atol}, "
                         f"rtol={rtol}): "
                         f"max |diff| {report.max_abs_diff:.3g}")
+            _keep_stage_specs(out, specs)
             if compile:
                 out.optimize_report = report
                 p = next(out.parameters(), None)
