@@ -239,3 +239,24 @@ def test_summary_verdicts_use_the_interval(tmp_path):
     assert "eager BELOW (within noise); optimize BELOW (significant)" in line
     assert "Eager target: 1 of 2 rows BELOW (within noise), 1 of 2 rows ok." in md
     assert "Optimize target: 1 of 1 rows BELOW (significant)." in md
+
+
+def test_training_is_timed_without_stochastic_depth():
+    import torch
+
+    import visionzoo as vz
+
+    tv = bench_mod.build_reference("torchvision", "efficientnet_b0")
+    ours = vz.create_model("efficientnet_b0")  # the paper's 0.2, as torchvision's default
+
+    def rates(m):
+        return [getattr(x, "drop_prob", getattr(x, "p", 0.0)) for x in m.modules()
+                if type(x).__name__ in ("DropPath", "StochasticDepth")]
+
+    x = torch.randn(2, 3, 32, 32)
+    for m in (tv, ours):
+        assert max(rates(m)) > 0
+        bench_mod._step_fn(m, x, "infer", 1000)
+        assert max(rates(m)) > 0  # inference does not touch them
+        bench_mod._step_fn(m, x, "train", 1000)()
+        assert rates(m) and max(rates(m)) == 0.0

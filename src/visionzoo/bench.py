@@ -5,7 +5,9 @@
 * **params** and **MACs** (``visionzoo.profile``; multiply-accumulates, FLOPs = 2 x MACs) of every
   candidate, so that "the same network" can be seen to be the same;
 * **throughput** (images/s) at each batch size, inference (``torch.inference_mode``) and, with
-  ``train=True``, training (forward, cross-entropy, backward, SGD-with-momentum step);
+  ``train=True``, training (forward, cross-entropy, backward, SGD-with-momentum step), with
+  stochastic depth off in every implementation (their default rates differ, and a dropped
+  branch costs work; dropout is left as each has it);
 * **latency** p50 / p90 (ms) at batch 1, from the individual calls;
 * **peak memory** (MB) of one call (method below);
 * with ``compare=True``: the same network from torchvision and timm (the names in
@@ -421,6 +423,22 @@ def _rebuild(spec: dict[str, Any], device: torch.device) -> nn.Module:
 # ---------------------------------------------------------------------------------------------
 
 
+def _no_stochastic_depth(model: nn.Module) -> int:
+    """Turn stochastic depth off (ours' and timm's ``DropPath.drop_prob``, torchvision's
+    ``StochasticDepth.p``): the libraries' defaults differ (EfficientNet-B0: ours and
+    torchvision 0.2, timm none), and a dropped branch costs a mask and a multiply, so training
+    is timed with the same work in each. Returns how many modules were changed."""
+    n = 0
+    for m in model.modules():
+        if isinstance(getattr(m, "drop_prob", None), float) and m.drop_prob > 0:
+            m.drop_prob = 0.0
+            n += 1
+        elif type(m).__name__ == "StochasticDepth" and getattr(m, "p", 0) > 0:
+            m.p = 0.0
+            n += 1
+    return n
+
+
 def _step_fn(model: nn.Module, x: torch.Tensor, mode: str, num_classes: int
              ) -> Callable[[], None]:
     if mode == "infer":
@@ -432,6 +450,7 @@ def _step_fn(model: nn.Module, x: torch.Tensor, mode: str, num_classes: int
 
         return infer
     model.train()
+    _no_stochastic_depth(model)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     target = torch.arange(x.shape[0], device=x.device) % num_classes
     loss_fn = nn.CrossEntropyLoss()
