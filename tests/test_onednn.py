@@ -186,6 +186,15 @@ def test_packed_weight_follows_weight_changes_and_copies():
     assert clone._packed is None
     with torch.inference_mode():
         torch.testing.assert_close(clone(x), fused(x))
+    # another input shape is packed for anew (oneDNN's layout depends on the problem shape)
+    x2 = torch.randn(3, 6, 12, 12, generator=_gen(9))
+    packed = fused._packed
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x2), F.relu(F.conv2d(x2, new, conv.bias, padding=1)))
+        assert fused._packed is not packed and fused._packed_key[-1] == tuple(x2.shape)
+        again = fused._packed
+        fused(x2)
+        assert fused._packed is again  # the same shape reuses it
 
 
 def test_small_calls_take_the_plain_ops(monkeypatch):
