@@ -37,6 +37,7 @@ __all__ = [
     "default_cfg",
     "make_divisible",
     "pad_same",
+    "sum_into",
 ]
 
 
