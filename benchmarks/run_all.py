@@ -9,7 +9,7 @@ load average at the start is recorded with the results). Sections:
 
 * ``compare``: the issue's target networks (resnet50, mobilenet_v2, efficientnet_b0, densenet121,
   vgg16, swin_t, se_resnet101; those registered) against torchvision and timm, same weights,
-  interleaved, inference and training at batch 1 and 32, plus ``optimize`` and
+  interleaved, inference and training at batch 1 and 8 (``--batches``), plus ``optimize`` and
   ``optimize(compile=True)``, each in float32 and in bfloat16 -> ``compare.{md,csv,json,png}``;
 * ``zoo``: every registered model, ours only, inference at batch 8, for the throughput-vs-MACs
   plot -> ``zoo.{md,csv,json,png}`` (peak memory only with ``--zoo-memory``);
@@ -268,10 +268,9 @@ def _lag1(v: list[float]) -> float:
 def section_noise(out: Path, args: argparse.Namespace) -> None:
     """How much one call varies from the next on this machine, and whether it drifts: ours,
     torchvision's and timm's ResNet-50 (same weights), inference at batch 8, called in turn
-    (the order rotating) ``--noise-calls`` times. Independent call-to-call noise of ~10 % is
-    what makes single ratios from a few rounds unreliable, and is why the compare ratios carry
-    an interval; drift (high lag-1 autocorrelation, times moving together across the three)
-    would instead call for finer interleaving."""
+    (the order rotating) ``--noise-calls`` times. Call-to-call noise makes single ratios from a
+    few rounds unreliable, and is why the compare ratios carry an interval; drift (lag-1
+    autocorrelation, times moving together across the three) is what interleaving cancels."""
     import statistics
 
     import torch
@@ -295,7 +294,7 @@ def section_noise(out: Path, args: argparse.Namespace) -> None:
             for _ in range(2):
                 m(x)
         for i in range(calls):
-            for k in keys[i % 3:] + keys[:i % 3]:
+            for k in keys[i % len(keys):] + keys[:i % len(keys)]:
                 t0 = time.perf_counter()
                 impls[k](x)
                 times[k].append(time.perf_counter() - t0)
@@ -331,8 +330,7 @@ def section_noise(out: Path, args: argparse.Namespace) -> None:
               "comparison can resolve on this machine when one call is one round."]
     (out / "noise.md").write_text("\n".join(lines) + "\n")
     cvs = ", ".join(f"{r['cv']:.3f}" for r in rows)
-    log(f"noise: cv {cvs}; "
-        f"interval [{lo:.3f}, {hi:.3f}]")
+    log(f"noise: cv {cvs}; interval [{lo:.3f}, {hi:.3f}]")
 
 
 def _ceiling(rows: list[dict], model: str, batch: int, peak: float | None) -> float | None:
@@ -418,9 +416,10 @@ def write_summary(out: Path) -> None:
                                    if opt else [None], OPT_TARGET))
                 verdict = []
                 for what, rs, target in checks:
+                    one = tally.setdefault(what, {})
                     for r in rs:  # tallied row by row
-                        one = tally.setdefault(what, {})
-                        one[_verdict([r], target)] = one.get(_verdict([r], target), 0) + 1
+                        v = _verdict([r], target)
+                        one[v] = one.get(v, 0) + 1
                     verdict.append(f"{what} {_verdict(rs, target)}")
                 cells = [_cell(r, with_interval=i < 4) for i, r in enumerate(got)]
                 cells.append("; ".join(verdict))
@@ -459,15 +458,17 @@ def main(argv: list[str] | None = None) -> int:
                    default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                    else os.cpu_count())
     p.add_argument("--models", nargs="*", help="restrict compare/zoo/export to these patterns")
-    p.add_argument("--batches", type=int, nargs="*", default=[1, 32])
+    p.add_argument("--batches", type=int, nargs="*", default=[1, 8])
     p.add_argument("--zoo-batch", type=int, default=8)
     p.add_argument("--zoo-memory", action="store_true",
                    help="also measure each zoo model's peak memory (one subprocess per model; "
                         "adds about half an hour, most of it in the VGGs)")
     p.add_argument("--noise-calls", type=int, default=40,
                    help="calls per implementation in the noise section")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--min-time", type=float, default=1.0)
+    # the committed compare run's settings: 17 rounds give each median ratio a ~95 % interval
+    # from order statistics 5 and 13 (one call varies by 13-16 % from the next, noise.md)
+    p.add_argument("--repeats", type=int, default=17)
+    p.add_argument("--min-time", type=float, default=0.3)
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="skip optimize(compile=True) in compare (it compiles each model)")
     p.add_argument("--no-bf16", dest="bf16", action="store_false",
