@@ -378,3 +378,16 @@ def test_stage_specs_and_profile_of_an_optimized_model(name):
         if isinstance(m, nn.Conv2d) and m.bias is not None) + sum(
         2 * m.num_features for m in fast.modules() if isinstance(m, nn.BatchNorm2d))
     assert pickle.loads(pickle.dumps(fast.stage_specs)).func is opt._cached_stage_specs
+
+
+@pytest.mark.parametrize("name,pools", [("vgg11", 5), ("se_resnet50", 1), ("resnet18", 0)])
+def test_optimize_strides_unpadded_max_pools(name, pools):
+    model = vz.create_model(name, num_classes=10).eval()
+    randomize_(model)
+    fast = vz.optimize(model, example_input=torch.randn(1, 3, 64, 64))
+    assert fast.optimize_report.max_pools_strided == pools
+    assert sum(isinstance(m, opt.StridedMaxPool2d) for m in fast.modules()) == pools
+    x = torch.randn(2, 3, 67, 61, generator=_gen(3))
+    with torch.inference_mode():
+        ref, got = model(x), fast(x)
+    assert (got - ref).abs().max().item() <= 1e-4 * ref.abs().max().item()

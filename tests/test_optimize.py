@@ -272,3 +272,47 @@ def test_int8_real_weights_lite0_agreement_on_photos():
     assert agree["top1_in_top5"] >= 0.9, agree
     assert agree["top1"] >= 0.6, agree
     assert "stem.conv" in q.optimize_report.float_modules
+
+
+POOLS = [dict(kernel_size=2, stride=2), dict(kernel_size=3, stride=2),
+         dict(kernel_size=3, stride=2, ceil_mode=True), dict(kernel_size=3, stride=1),
+         dict(kernel_size=(2, 3), stride=(1, 2), ceil_mode=True), dict(kernel_size=3),
+         dict(kernel_size=2, stride=3, ceil_mode=True)]
+
+
+@pytest.mark.parametrize("pool_kw", POOLS, ids=str)
+@pytest.mark.parametrize("hw", [(7, 7), (8, 9), (13, 6)], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_strided_max_pool_equals_max_pool2d(pool_kw, hw, channels_last):
+    pool = nn.MaxPool2d(**pool_kw)
+    fast = opt.StridedMaxPool2d(pool)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 5, *hw, generator=torch.Generator().manual_seed(1))
+    x = x.contiguous(memory_format=fmt)
+    x[0, 1, 2, 3] = float("nan")  # NaN propagates in both
+    x[1, 2, -1, -1] = 50.0  # the bottom-right corner: only ceil mode's last window sees it
+    with torch.inference_mode():
+        ref, got = pool(x), fast(x)
+    assert got.shape == ref.shape
+    assert torch.equal(got.nan_to_num(-1.0), ref.nan_to_num(-1.0))
+    assert torch.equal(got.isnan(), ref.isnan())
+    assert got.is_contiguous(memory_format=fmt)
+
+
+def test_strided_max_pool_falls_back_with_gradients_and_small_maps():
+    fast = opt.StridedMaxPool2d(nn.MaxPool2d(3, stride=2))
+    x = torch.randn(1, 2, 9, 9, requires_grad=True)
+    fast(x).sum().backward()  # the ATen kernel, with its gradient
+    assert x.grad is not None and int((x.grad != 0).sum()) > 0
+    with torch.inference_mode(), pytest.raises(RuntimeError):
+        fast(torch.randn(1, 2, 2, 2))  # smaller than the window: PyTorch's own error
+
+
+def test_stride_max_pools_replaces_only_unpadded_pools():
+    model = nn.Sequential(nn.MaxPool2d(2), nn.MaxPool2d(3, 2, padding=1),
+                          nn.MaxPool2d(3, 2, dilation=2), nn.MaxPool2d(2, return_indices=True),
+                          nn.Sequential(nn.MaxPool2d(3, 2, ceil_mode=True)))
+    assert opt.stride_max_pools(model) == 2
+    assert [type(m).__name__ for m in model.modules()][1:] == [
+        "StridedMaxPool2d", "MaxPool2d", "MaxPool2d", "MaxPool2d", "Sequential",
+        "StridedMaxPool2d"]
