@@ -391,3 +391,116 @@ def test_optimize_strides_unpadded_max_pools(name, pools):
     with torch.inference_mode():
         ref, got = model(x), fast(x)
     assert (got - ref).abs().max().item() <= 1e-4 * ref.abs().max().item()
+
+
+@pytest.fixture
+def small_winograd(monkeypatch):
+    """Winograd thresholds low enough for test-sized convs."""
+    monkeypatch.setattr(opt, "WINOGRAD_MIN_IN", 4)
+    monkeypatch.setattr(opt, "WINOGRAD_MIN_OUT", 4)
+    monkeypatch.setattr(opt, "WINOGRAD_MIN_TILES", 4)
+
+
+def _winograd_conv(cin: int, cout: int, act: nn.Module | None, bias: bool = True):
+    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=bias).eval()
+    with torch.no_grad():
+        conv.weight.normal_(0, 1 / (3 * cin ** 0.5), generator=_gen(20))
+    fused = opt.OneDNNConv2d(conv, act, (1, 1))
+    assert opt.WinogradConv2d.applies_to(fused)
+    return conv, opt.WinogradConv2d(fused)
+
+
+@pytest.mark.parametrize("act,bias", [(nn.ReLU(), True), (None, True), (nn.ReLU(), False)],
+                         ids=["relu", "none", "relu-nobias"])
+@pytest.mark.parametrize("shape", [(1, 8, 6, 10), (3, 16, 12, 8)], ids=str)
+def test_winograd_conv_equals_the_direct_conv(small_winograd, act, bias, shape):
+    conv, wino = _winograd_conv(shape[1], 12, act, bias)
+    x = torch.randn(*shape, generator=_gen(21)).contiguous(memory_format=torch.channels_last)
+    direct = F.conv2d(x, conv.weight, conv.bias, padding=1)
+    direct = F.relu(direct) if act is not None else direct
+    with torch.inference_mode():
+        got = wino(x)
+        assert wino._wino is not None  # the Winograd path ran
+    assert got.shape == direct.shape and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, direct, atol=1e-5, rtol=1e-5)
+    assert opt.free_winograd_workspace() > 0
+    assert opt.free_winograd_workspace() == 0
+
+
+def test_winograd_falls_back_where_it_does_not_apply(small_winograd, monkeypatch):
+    conv, wino = _winograd_conv(8, 8, nn.ReLU())
+    ran = []
+    real = opt.WinogradConv2d.transformed_weight
+    monkeypatch.setattr(opt.WinogradConv2d, "transformed_weight",
+                        lambda self: ran.append(1) or real(self))
+    for x in (torch.randn(1, 8, 7, 8), torch.randn(1, 8, 2, 2)):  # odd height; 1 tile < 4
+        with torch.inference_mode():
+            torch.testing.assert_close(wino(x), F.relu(F.conv2d(x, conv.weight, conv.bias,
+                                                                 padding=1)))
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    wino(x).sum().backward()  # autograd: the plain ops
+    assert x.grad is not None and not ran
+    # what it is not for: 1x1, strided, grouped, bfloat16, another activation
+    for c, act in ((nn.Conv2d(8, 8, 1), None), (nn.Conv2d(8, 8, 3, 2, 1), None),
+                   (nn.Conv2d(8, 8, 3, padding=1, groups=2), None),
+                   (nn.Conv2d(8, 8, 3, padding=1).bfloat16(), None),
+                   (nn.Conv2d(8, 8, 3, padding=1), nn.SiLU())):
+        pad = tuple(c.padding)
+        assert not opt.WinogradConv2d.applies_to(opt.OneDNNConv2d(c, act, pad))
+    monkeypatch.setattr(opt, "WINOGRAD_MIN_IN", 9)
+    assert not opt.WinogradConv2d.applies_to(opt.OneDNNConv2d(nn.Conv2d(8, 8, 3, padding=1),
+                                                              None, (1, 1)))
+
+
+def test_winograd_weight_follows_changes_copies_and_threads(small_winograd):
+    conv, wino = _winograd_conv(8, 8, None)
+    x = torch.randn(2, 8, 8, 8, generator=_gen(22))
+    with torch.inference_mode():
+        wino(x)
+    new = torch.randn_like(conv.weight)
+    wino.load_state_dict({"weight": new, "bias": conv.bias.detach()})
+    want = F.conv2d(x, new, conv.bias, padding=1)
+    with torch.inference_mode():
+        torch.testing.assert_close(wino(x), want, atol=1e-4, rtol=1e-4)
+    clone = copy.deepcopy(wino)
+    assert clone._wino is None and clone._packed is None
+    # each thread has its own scratch: concurrent calls on different inputs stay right
+    import threading
+    xs = [torch.randn(4, 8, 16, 16, generator=_gen(30 + i)) for i in range(4)]
+    outs: dict[int, torch.Tensor] = {}
+
+    def work(i: int) -> None:
+        with torch.inference_mode():
+            for _ in range(5):
+                outs[i] = clone(xs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, xi in enumerate(xs):
+        torch.testing.assert_close(outs[i], F.conv2d(xi, new, conv.bias, padding=1),
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_optimize_runs_large_3x3_convs_by_winograd(small_winograd):
+    model = vz.create_model("vgg11", num_classes=10).eval()
+    randomize_(model)
+    fast = vz.optimize(model, example_input=torch.randn(1, 3, 64, 64))
+    # vgg11: every 3x3 conv but the first (3 input channels < 4)
+    assert fast.optimize_report.winograd_convs == 7
+    assert "Winograd" in fast.optimize_report.summary()
+    x = torch.randn(2, 3, 64, 64, generator=_gen(23))
+    with torch.inference_mode():
+        ref, got = model(x), fast(x)
+    assert (got - ref).abs().max().item() <= 1e-4 * ref.abs().max().item()
+    off = vz.optimize(model, example_input=torch.randn(1, 3, 64, 64), winograd=False)
+    assert off.optimize_report.winograd_convs == 0
+    # a residual block's last conv stays a oneDNN conv with its fused sum
+    res = vz.optimize(vz.create_model("resnet18", num_classes=10).eval(),
+                      example_input=torch.randn(1, 3, 64, 64))
+    # conv1 of the 8 basic blocks, less the 3 with stride 2 (the first of stages 2-4)
+    assert res.optimize_report.winograd_convs == 5
+    assert all(type(m.conv) is opt.OneDNNConv2d for m in res.modules()
+               if isinstance(m, opt.OneDNNConvAdd))
