@@ -29,6 +29,9 @@
   ``act(a * s + shortcut)`` becomes one ``addcmul`` into the fresh conv output (``ScaleAddAct``).
   Unpadded max pools (VGG, AlexNet, the SE nets' ceil-mode stem pool) become the maximum of
   their strided views (``StridedMaxPool2d``), without the int64 indices ATen's kernel writes.
+  Float32 3x3 stride-1 convs with enough channels and tiles run by Winograd's F(2x2, 3x3)
+  (``WinogradConv2d``, Lavin & Gray 2016): 2.25x fewer multiply-adds, as 16 GEMMs between
+  small-GEMM transforms (VGG-16's conv3-conv5, ResNet's 256-channel stage).
   Why it pays on top of folding and NHWC, from op-level profiles on the
   benchmark machine: PyTorch sends a stride-1 1x1 conv at batch < 16 on one thread to its
   im2col/GEMM fallback, which copies NHWC activations to NCHW and back; the separate add and
@@ -67,8 +70,9 @@
   bf16 is emulated and usually *slower*; ``optimize`` warns. Normalisation statistics,
   softmax and the residual sums then run in bf16 too, so its tolerance is its own (below).
 
-Tolerance. Folding and NHWC change only the order of floating-point sums, so the float32
-optimized model's logits stay within ``FLOAT_TOLERANCE`` of the eager model's:
+Tolerance. Folding, NHWC and Winograd's transforms change only the rounding of the
+floating-point sums, so the float32 optimized model's logits stay within ``FLOAT_TOLERANCE``
+of the eager model's:
 ``max |optimized - eager| <= atol + rtol * max |eager|`` with atol = rtol = 1e-3 (relative
 to the logits' scale, as rounding errors are).
 That bound is loose against what is seen in practice (1e-6 to 1e-4 max |diff|) and tight
@@ -364,7 +368,7 @@ _WINO_G = ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
 _WINO_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
 # the sizes where it beat oneDNN's direct 3x3 convolution on this project's benchmark machine
 # (one thread; see WinogradConv2d): channels in / out, and 2x2 output tiles per call
-WINOGRAD_MIN_IN, WINOGRAD_MIN_OUT, WINOGRAD_MIN_TILES = 128, 256, 128
+WINOGRAD_MIN_IN, WINOGRAD_MIN_OUT, WINOGRAD_MIN_TILES = 128, 256, 32
 
 _workspace = threading.local()
 
@@ -385,27 +389,30 @@ def free_winograd_workspace() -> int:
 
 
 class WinogradConv2d(OneDNNConv2d):
-    """A 3x3, stride-1, padding-1 convolution by Winograd's minimal filtering F(2x2, 3x3)
-    (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", arXiv 1509.09308):
-    each 2x2 output tile takes 16 multiplications per input/output channel pair instead of 36,
-    so the product, a batch of 16 matrix multiplications ``(tiles x C_in) @ (C_in x C_out)``,
-    has 2.25x fewer multiply-adds than the direct convolution. What it adds is the transforms,
-    linear maps with 0 / +-1 / +-1/2 entries: the input's 4x4 tiles (overlapping by 2) go
-    through B^T d B, the products through A^T m A, and the filters through G g G^T once (in
-    float64, cached like the packed weight). Those passes are memory-bound, so it only pays
-    where the channel counts make the product dominate: on this project's benchmark machine
-    (one thread, float32) 1.3-2.2x faster than oneDNN's direct kernel from 128 -> 256 channels
-    at 56x56 up to 512 -> 512 at 28x28 and 14x14 (VGG-16's conv3 to conv5, ResNet's 256-channel
-    3x3 at batch 8), and slower with 64 input channels or a few tiles per call (cold weights at
-    batch 1: the transformed filters are 16/9 the size). Hence ``WINOGRAD_MIN_IN`` /
-    ``_OUT`` / ``_TILES``; any other call (odd height or width, bfloat16, autograd) runs the
-    direct oneDNN kernel. The transforms' scratch (the tiles and products, e.g. 2 x 103 MB for
-    256 channels at 56x56, batch 8) is kept per thread between calls (``free_winograd_workspace``
-    releases it): a fresh buffer that size costs page faults on every call.
+    """A 3x3, stride-1, padding-1 convolution by Winograd's minimal filtering F(2x2, 3x3) (Lavin &
+    Gray, "Fast Algorithms for Convolutional Neural Networks", arXiv 1509.09308): each 2x2 output
+    tile takes 16 multiplications per input/output channel pair instead of 36, so the product, a
+    batch of 16 matrix multiplications ``(tiles x C_in) @ (C_in x C_out)``, has 2.25x fewer
+    multiply-adds than the direct convolution. What it adds is the transforms, linear maps with 0 /
+    +-1 / +-1/2 entries: the input's 4x4 tiles (overlapping by 2) go through B^T d B, the products
+    through A^T m A, and the filters through G g G^T once (in float64, cached like the packed
+    weight). Those passes are memory-bound, so it only pays where the channel counts make the
+    product dominate: on this project's benchmark machine (one thread, float32, batch 8, noisy
+    repeated micro-benchmarks) faster than oneDNN's direct kernel by 1.4-2.2x at 512 channels and
+    28x28 or 14x14 (VGG-16's conv4 and conv5), 1.2-1.8x at 256 channels and 56x56, 1.1-1.5x at 256
+    channels and 14x14 (ResNet's third stage), about even from 128 to 256 channels at 56x56, and
+    slower with 64 input channels. At batch 1 it still pays from 49 tiles (a 14x14 map;
+    SE-ResNet-101's 23 convs of 256 channels there: 6-8 % off the whole network, VGG-16: 27 %),
+    though the transformed filters are 16/9 the direct ones' size and come from memory cold. Hence
+    ``WINOGRAD_MIN_IN`` / ``_OUT`` / ``_TILES``; any other call (odd height or width, bfloat16,
+    autograd) runs the direct oneDNN kernel. The transforms' scratch (the tiles and products, e.g. 2
+    x 103 MB for 256 channels at 56x56, batch 8) is kept per thread between calls
+    (``free_winograd_workspace`` releases it): a fresh buffer that size costs page faults on every
+    call.
 
-    Arithmetic: exact in real numbers; in float32 the transforms add rounding of the order
-    of the inputs' magnitude times 2^-24 per term (max |diff| against the direct kernel 3e-6 to
-    1e-5 on unit-scale inputs), far inside ``FLOAT_TOLERANCE``."""
+    Arithmetic: exact in real numbers; in float32 the transforms add rounding of the order of the
+    inputs' magnitude times 2^-24 per term (max |diff| against the direct kernel 3e-6 to 1e-5 on
+    unit-scale inputs), far inside ``FLOAT_TOLERANCE``."""
 
     def __init__(self, conv: OneDNNConv2d):
         act = None if isinstance(conv.act, nn.Identity) else conv.act
