@@ -355,7 +355,8 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", action="store_true",
                    help="the same network from torchvision and timm, interleaved, with ratios")
     p.add_argument("--optimize", action="store_true",
-                   help="also time visionzoo.optimize(model) (BN folded, channels_last)")
+                   help="also time visionzoo.optimize(model) (BN folded, channels_last, oneDNN "
+                        "fused convs, Winograd 3x3 convs)")
     p.add_argument("--compile", action="store_true",
                    help="also time optimize(model, compile=True) (compiles on first call)")
     p.add_argument("--bf16", action="store_true",
