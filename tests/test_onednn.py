@@ -416,6 +416,7 @@ def _winograd_conv(cin: int, cout: int, act: nn.Module | None, bias: bool = True
 def test_winograd_conv_equals_the_direct_conv(small_winograd, act, bias, shape):
     conv, wino = _winograd_conv(shape[1], 12, act, bias)
     x = torch.randn(*shape, generator=_gen(21)).contiguous(memory_format=torch.channels_last)
+    opt.free_winograd_workspace()
     direct = F.conv2d(x, conv.weight, conv.bias, padding=1)
     direct = F.relu(direct) if act is not None else direct
     with torch.inference_mode():
@@ -423,7 +424,11 @@ def test_winograd_conv_equals_the_direct_conv(small_winograd, act, bias, shape):
         assert wino._wino is not None  # the Winograd path ran
     assert got.shape == direct.shape and got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, direct, atol=1e-5, rtol=1e-5)
-    assert opt.free_winograd_workspace() > 0
+    # the scratch: the padded input, then two buffers each holding two stages in turn
+    n, c, h, w = shape
+    k, tiles = 12, n * (h // 2) * (w // 2)
+    floats = n * (h + 2) * (w + 2) * c + 16 * tiles * max(c, k) + max(16 * tiles * c, 4 * tiles * k)
+    assert opt.free_winograd_workspace() == 4 * floats
     assert opt.free_winograd_workspace() == 0
 
 

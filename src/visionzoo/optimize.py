@@ -405,10 +405,10 @@ class WinogradConv2d(OneDNNConv2d):
     SE-ResNet-101's 23 convs of 256 channels there: 6-8 % off the whole network, VGG-16: 27 %),
     though the transformed filters are 16/9 the direct ones' size and come from memory cold. Hence
     ``WINOGRAD_MIN_IN`` / ``_OUT`` / ``_TILES``; any other call (odd height or width, bfloat16,
-    autograd) runs the direct oneDNN kernel. The transforms' scratch (the tiles and products, e.g. 2
-    x 103 MB for 256 channels at 56x56, batch 8) is kept per thread between calls
-    (``free_winograd_workspace`` releases it): a fresh buffer that size costs page faults on every
-    call.
+    autograd) runs the direct oneDNN kernel. The transforms' scratch, two buffers of 16 x tiles x
+    channels floats plus the padded input (222 MiB for VGG-16 at batch 8, sized by its 256-channel
+    56x56 convs; 28 MiB at batch 1), is kept per thread between calls (``free_winograd_workspace``
+    releases it): a fresh buffer that size costs page faults on every call.
 
     Arithmetic: exact in real numbers; in float32 the transforms add rounding of the order of the
     inputs' magnitude times 2^-24 per term (max |diff| against the direct kernel 3e-6 to 1e-5 on
@@ -470,21 +470,25 @@ class WinogradConv2d(OneDNNConv2d):
         for edge in (xp[:, 0], xp[:, -1], xp[:, :, 0], xp[:, :, -1]):
             edge.zero_()
         xp[:, 1:h + 1, 1:w + 1].copy_(x.permute(0, 2, 3, 1))
-        # d: the 16 taps of every 4x4 tile (stride 2), then V = B^T d B as one (16 x 16) product
-        d = _winograd_buffer("tiles", 16 * tiles * c).view(4, 4, n, th, tw, c)
+        # d: the 16 taps of every 4x4 tile (stride 2), then V = B^T d B as one (16 x 16) product;
+        # two scratch buffers, each reused once its first content is dead: a holds the tiles d,
+        # then the products m; b holds V, then the outputs y
+        a = _winograd_buffer("a", 16 * tiles * max(c, k))
+        b = _winograd_buffer("b", max(16 * tiles * c, 4 * tiles * k))
+        d = a[:16 * tiles * c].view(4, 4, n, th, tw, c)
         # (N, th, tw, C, 4, 4) windows of the padded map, one copy into tap-major order
         d.copy_(xp.unfold(1, 4, 2).unfold(2, 4, 2).permute(4, 5, 0, 1, 2, 3))
         bt = torch.tensor(_WINO_BT, dtype=x.dtype)
-        v = _winograd_buffer("input", 16 * tiles * c).view(16, tiles * c)
+        v = b[:16 * tiles * c].view(16, tiles * c)
         torch.mm(torch.kron(bt, bt), d.view(16, -1), out=v)
         # M = U V: 16 independent (tiles x C) @ (C x K) products
-        m = _winograd_buffer("product", 16 * tiles * k).view(16, tiles, k)
+        m = a[:16 * tiles * k].view(16, tiles, k)
         torch.bmm(v.view(16, tiles, c), self.transformed_weight(), out=m)
         if self.bias is not None:
             m[5].add_(self.bias)  # element (1, 1) reaches all four outputs with weight +1
         # Y = A^T M A, the four outputs of every tile, interleaved into (N, H, W, K)
         at = torch.tensor(_WINO_AT, dtype=x.dtype)
-        y = _winograd_buffer("output", 4 * tiles * k).view(4, tiles * k)
+        y = b[:4 * tiles * k].view(4, tiles * k)
         torch.mm(torch.kron(at, at), m.view(16, -1), out=y)
         out = torch.empty(n, h, w, k, dtype=x.dtype)
         out.view(n, th, 2, tw, 2, k).copy_(y.view(2, 2, n, th, tw, k).permute(2, 3, 0, 4, 1, 5))
