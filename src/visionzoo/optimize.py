@@ -378,7 +378,7 @@ def _winograd_buffer(name: str, numel: int) -> torch.Tensor:
     bufs = _workspace.__dict__.setdefault("bufs", {})
     buf = bufs.get(name)
     if buf is None or buf.numel() < numel:
-        buf = bufs[name] = torch.empty(numel)
+        buf = bufs[name] = torch.empty(numel, dtype=torch.float32)  # whatever the default dtype
     return buf[:numel]
 
 
