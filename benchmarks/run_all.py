@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-calls", type=int, default=40,
                    help="calls per implementation in the noise section")
     # the committed compare run's settings: 21 rounds give each median ratio a 97.3 % interval
-    # from order statistics 6 and 16 (one call varies by 13-16 % from the next, noise.md)
+    # from order statistics 6 and 16 (one call varies by 10-16 % from the next, noise.md)
     p.add_argument("--repeats", type=int, default=21)
     p.add_argument("--min-time", type=float, default=0.3)
     p.add_argument("--no-compile", dest="compile", action="store_false",

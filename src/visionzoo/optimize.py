@@ -366,6 +366,12 @@ class OneDNNConv2d(nn.Conv2d):
 _WINO_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
 _WINO_G = ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
 _WINO_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
+# the 2-D transforms as one matrix each over a tile's 16 taps (tap-major): kron(B^T, B^T) maps
+# d to B^T d B, kron(A^T, A^T) maps m to A^T m A
+_WINO_BB = torch.kron(torch.tensor(_WINO_BT, dtype=torch.float32),
+                      torch.tensor(_WINO_BT, dtype=torch.float32))
+_WINO_AA = torch.kron(torch.tensor(_WINO_AT, dtype=torch.float32),
+                      torch.tensor(_WINO_AT, dtype=torch.float32))
 # the sizes where it beat oneDNN's direct 3x3 convolution on this project's benchmark machine
 # (one thread; see WinogradConv2d): channels in / out, and 2x2 output tiles per call
 WINOGRAD_MIN_IN, WINOGRAD_MIN_OUT, WINOGRAD_MIN_TILES = 128, 256, 32
@@ -416,14 +422,7 @@ class WinogradConv2d(OneDNNConv2d):
 
     def __init__(self, conv: OneDNNConv2d):
         act = None if isinstance(conv.act, nn.Identity) else conv.act
-        nn.Conv2d.__init__(self, conv.in_channels, conv.out_channels, conv.kernel_size,
-                           conv.stride, conv.padding, conv.dilation, conv.groups,
-                           conv.bias is not None, device="meta")
-        self.weight, self.bias = conv.weight, conv.bias
-        self.act = conv.act
-        self.post_op, self.post_scalars, self.post_algorithm = (
-            conv.post_op, conv.post_scalars, conv.post_algorithm)
-        self._packed = self._packed_key = None
+        super().__init__(conv, act, tuple(conv.padding))  # the fallback: the same oneDNN conv
         self._wino: torch.Tensor | None = None
         self._wino_key: tuple[Any, ...] | None = None
         self._relu = type(act) is nn.ReLU
@@ -478,18 +477,16 @@ class WinogradConv2d(OneDNNConv2d):
         d = a[:16 * tiles * c].view(4, 4, n, th, tw, c)
         # (N, th, tw, C, 4, 4) windows of the padded map, one copy into tap-major order
         d.copy_(xp.unfold(1, 4, 2).unfold(2, 4, 2).permute(4, 5, 0, 1, 2, 3))
-        bt = torch.tensor(_WINO_BT, dtype=x.dtype)
         v = b[:16 * tiles * c].view(16, tiles * c)
-        torch.mm(torch.kron(bt, bt), d.view(16, -1), out=v)
+        torch.mm(_WINO_BB, d.view(16, -1), out=v)
         # M = U V: 16 independent (tiles x C) @ (C x K) products
         m = a[:16 * tiles * k].view(16, tiles, k)
         torch.bmm(v.view(16, tiles, c), self.transformed_weight(), out=m)
         if self.bias is not None:
             m[5].add_(self.bias)  # element (1, 1) reaches all four outputs with weight +1
         # Y = A^T M A, the four outputs of every tile, interleaved into (N, H, W, K)
-        at = torch.tensor(_WINO_AT, dtype=x.dtype)
         y = b[:4 * tiles * k].view(4, tiles * k)
-        torch.mm(torch.kron(at, at), m.view(16, -1), out=y)
+        torch.mm(_WINO_AA, m.view(16, -1), out=y)
         out = torch.empty(n, h, w, k, dtype=x.dtype)
         out.view(n, th, 2, tw, 2, k).copy_(y.view(2, 2, n, th, tw, k).permute(2, 3, 0, 4, 1, 5))
         out = out.permute(0, 3, 1, 2)  # (N, K, H, W), channels_last
@@ -1383,9 +1380,10 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
                 report.bn_folded += folded
                 report.bn_left -= folded
                 report.onednn_acts += acts
-                report.max_pools_strided = stride_max_pools(out)
                 if winograd:
                     report.winograd_convs = winograd_convs(out)
+            if not compile:  # inductor lowers the pools itself
+                report.max_pools_strided = stride_max_pools(out)
             if channels_last:
                 out = out.to(memory_format=torch.channels_last)
                 out.register_forward_pre_hook(_to_channels_last)
