@@ -44,7 +44,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from visionzoo.layers import ClassifierHead, ConvNormAct, StageSpec, ZooModel, default_cfg
+from visionzoo.layers import (
+    ClassifierHead,
+    ConvNormAct,
+    StageSpec,
+    ZooModel,
+    batch_norm_into,
+    default_cfg,
+)
 from visionzoo.registry import ModelInfo, Published, register_model
 
 __all__ = ["DenseBlock", "DenseLayer", "DenseNet", "Transition"]
@@ -98,7 +105,8 @@ class DenseLayer(nn.Module):
 
     def new_features(self, x: torch.Tensor) -> torch.Tensor:
         """The bottleneck's output -> BN -> ReLU -> 3x3 conv: the k new feature-maps."""
-        x = self.conv2(F.relu(self.norm2(self.drop(x)), inplace=True))
+        # x is conv1's fresh output: at inference BN writes into it (``batch_norm_into``)
+        x = self.conv2(F.relu(batch_norm_into(self.drop(x), self.norm2), inplace=True))
         return self.drop(x)
 
     def forward_concatenated(self, x: torch.Tensor) -> torch.Tensor:

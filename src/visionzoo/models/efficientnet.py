@@ -225,7 +225,8 @@ class MBConv(nn.Module):
         self.depthwise = ConvNormAct(mid, mid, kernel, stride=stride, groups=mid, act=act,
                                      padding=padding, **bn)
         # SE squeezes to a quarter of the block's *input* channels, with swish inside
-        self.se = (SqueezeExcite(mid, reduced=max(1, int(in_chs * se_ratio)), act=act)
+        self.se = (SqueezeExcite(mid, reduced=max(1, int(in_chs * se_ratio)), act=act,
+                                 inplace=True)
                    if se_ratio else nn.Identity())
         self.project = ConvNormAct(mid, out_chs, 1, act=None, **bn)  # linear bottleneck
         self.has_skip = stride == 1 and in_chs == out_chs

@@ -96,7 +96,7 @@ def make_shortcut(in_chs: int, out_chs: int, stride: int, option: str,
 
 def make_se(channels: int, se_ratio: float | None) -> nn.Module:
     """The SE block of SENet Fig. 3 (r = 1 / ``se_ratio``), or nothing when ``se_ratio`` is None."""
-    return SqueezeExcite(channels, ratio=se_ratio) if se_ratio else nn.Identity()
+    return SqueezeExcite(channels, ratio=se_ratio, inplace=True) if se_ratio else nn.Identity()
 
 
 class BasicBlock(nn.Module):
