@@ -64,6 +64,12 @@ def test_conv_norm_act_in_place_at_inference_matches_autograd_path() -> None:
     expected = block(x)
     with torch.inference_mode():
         assert torch.equal(block(x), expected)
+    kept = []  # a hook that keeps the conv's output (no copy) must find the conv's values
+    handle = block.conv.register_forward_hook(lambda _m, _i, out: kept.append(out))
+    with torch.inference_mode():
+        assert torch.equal(block(x), expected)
+    handle.remove()
+    assert torch.equal(kept[0], block.conv(x))
     gm = torch.fx.symbolic_trace(block)  # a Proxy takes the module path
     assert any(n.target == "norm" for n in gm.graph.nodes)
     assert torch.equal(gm(x), expected)

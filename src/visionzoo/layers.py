@@ -90,7 +90,7 @@ class ConvNormAct(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self[0](x)
         if len(self) > 1:  # the conv's output is fresh: inference normalises it in place
-            x = batch_norm_into(x, self[1])
+            x = batch_norm_into(x, self[1], producer=self[0])
         for module in list(self)[2:]:
             x = module(x)
         return x
@@ -114,17 +114,20 @@ def _inference_in_place(x: torch.Tensor, module: nn.Module) -> bool:
                 or torch.compiler.is_compiling() or _hooked(module))
 
 
-def batch_norm_into(x: torch.Tensor, bn: nn.Module) -> torch.Tensor:
+def batch_norm_into(x: torch.Tensor, bn: nn.Module, producer: nn.Module | None = None
+                    ) -> torch.Tensor:
     """``bn(x)`` for a fresh ``x`` that nothing else reads (a conv's output): at inference
     (autograd off, eval mode, running statistics) the normalised values are written into ``x``
     instead of a new map. Same kernel, same values (bit-identical); what it saves is the
     allocation: at batch 8 a 38 MB map is served by a fresh ``mmap`` whose first touch costs
-    about 0.4 ms/MB on the benchmark VM, and MobileNet V2 / EfficientNet-B0 ran about 1.25x
-    faster eager at batch 8 (benchmarks/results/README.md). Anything else -- training, autograd,
-    another norm, hooks on ``bn`` (or global ones), tracing, scripting, compiling -- calls
-    ``bn(x)``, so graphs, exports and hooks see the module as written."""
+    about 0.4 ms/MB on the benchmark VM (benchmarks/results/README.md has what it gained per
+    model). Anything else -- training, autograd,
+    another norm, forward hooks on ``bn`` or on ``producer`` (the module that made ``x``, whose
+    hook may keep its output) or global ones, tracing, scripting, compiling -- calls ``bn(x)``,
+    so graphs, exports and hooks see the modules as written."""
     if (type(bn) is not nn.BatchNorm2d or bn.training or bn.running_mean is None
-            or not _inference_in_place(x, bn) or x.dtype != bn.running_mean.dtype):
+            or not _inference_in_place(x, bn) or x.dtype != bn.running_mean.dtype
+            or (producer is not None and _hooked(producer))):
         return bn(x)
     torch.ops.aten.native_batch_norm.out(x, bn.weight, bn.bias, bn.running_mean, bn.running_var,
                                          False, 0.0, bn.eps, out=x, save_mean=x.new_empty(0),
@@ -183,7 +186,8 @@ class SqueezeExcite(nn.Module):
 
     ``act``/``gate`` replace ReLU/sigmoid (EfficientNet uses swish inside). The FCs are 1x1 convs,
     the same linear maps on the pooled (N, C, 1, 1) tensor. ``inplace=True`` (set by blocks that
-    pass a fresh map) writes the scaled map into U at inference, as ``batch_norm_into`` does.
+    pass a fresh map) writes the scaled map into U at inference, as ``batch_norm_into`` does; like
+    ``nn.ReLU(inplace=True)``, a hook elsewhere that kept U without a copy then sees it scaled.
     """
 
     def __init__(self, channels: int, ratio: float = 1 / 16, reduced: int | None = None,

@@ -106,7 +106,8 @@ class DenseLayer(nn.Module):
     def new_features(self, x: torch.Tensor) -> torch.Tensor:
         """The bottleneck's output -> BN -> ReLU -> 3x3 conv: the k new feature-maps."""
         # x is conv1's fresh output: at inference BN writes into it (``batch_norm_into``)
-        x = self.conv2(F.relu(batch_norm_into(self.drop(x), self.norm2), inplace=True))
+        x = batch_norm_into(self.drop(x), self.norm2, producer=self.conv1)
+        x = self.conv2(F.relu(x, inplace=True))
         return self.drop(x)
 
     def forward_concatenated(self, x: torch.Tensor) -> torch.Tensor:
