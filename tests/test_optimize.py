@@ -316,3 +316,23 @@ def test_stride_max_pools_replaces_only_unpadded_pools():
     assert [type(m).__name__ for m in model.modules()][1:] == [
         "StridedMaxPool2d", "MaxPool2d", "MaxPool2d", "MaxPool2d", "Sequential",
         "StridedMaxPool2d"]
+
+
+def test_optimize_inside_inference_mode():
+    """``optimize`` called inside ``torch.inference_mode`` (and on a model built there) gives a
+    working model: inference tensors have no version counter for the packed-weight caches."""
+    model = vz.create_model("resnet18", num_classes=10).eval()
+    randomize_(model)
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        fast = vz.optimize(model)
+        ref, got = model(x), fast(x)
+    assert not any(p.is_inference() for p in fast.parameters())  # ordinary tensors
+    assert fast.optimize_report.winograd_convs > 0  # both caches are exercised
+    atol, rtol = opt.FLOAT_TOLERANCE
+    torch.testing.assert_close(got, ref, atol=atol, rtol=rtol)
+    with torch.inference_mode():
+        built_here = vz.create_model("resnet18", num_classes=10).eval()
+        randomize_(built_here)
+        fast = vz.optimize(built_here)
+        torch.testing.assert_close(fast(x), built_here(x), atol=atol, rtol=rtol)

@@ -279,6 +279,15 @@ def onednn_available() -> bool:
             and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
 
 
+def _weight_version(w: torch.Tensor) -> int:
+    """A weight's version counter, for the packed-weight caches. A tensor made under
+    ``torch.inference_mode`` has none (reading it raises); it cannot be changed in place outside
+    inference mode either, so it counts as one fixed version: a weight of a model *built* in
+    inference mode and then overwritten in place inside it keeps its stale packed copy (load new
+    weights as new tensors, or build the model outside inference mode)."""
+    return -1 if w.is_inference() else w._version
+
+
 # below this many multiply-accumulates per call a 1x1 conv keeps ATen's kernel (OneDNNConv2d)
 SMALL_POINTWISE_MACS = 16_000_000
 
@@ -344,7 +353,7 @@ class OneDNNConv2d(nn.Conv2d):
 
     def packed_weight(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
-        key = (w.data_ptr(), w._version, w.dtype, w.device, tuple(x.shape))
+        key = (w.data_ptr(), _weight_version(w), w.dtype, w.device, tuple(x.shape))
         if self._packed is None or self._packed_key != key:
             self._packed = torch.ops.mkldnn._reorder_convolution_weight(
                 w.detach(), list(self.padding), list(self.stride), list(self.dilation),
@@ -450,7 +459,7 @@ class WinogradConv2d(OneDNNConv2d):
     def transformed_weight(self) -> torch.Tensor:
         """G g G^T for every filter, as 16 (C_in, C_out) matrices (tap-major)."""
         w = self.weight
-        key = (w.data_ptr(), w._version, w.device)
+        key = (w.data_ptr(), _weight_version(w), w.device)
         if self._wino is None or self._wino_key != key:
             g = torch.tensor(_WINO_G, dtype=torch.float64)
             u = torch.einsum("ij,ocjl,ml->imco", g, w.detach().double(), g)  # (4, 4, C, K)
@@ -1312,6 +1321,19 @@ def _keep_stage_specs(model: nn.Module, specs: tuple[Any, ...] | None) -> None:
         model.stage_specs = functools.partial(_cached_stage_specs, specs)
 
 
+def _outside_inference_mode(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Run ``fn`` with ``torch.inference_mode`` off, so that the optimized model's folded and
+    copied weights are ordinary tensors even when ``optimize`` is called inside an
+    ``inference_mode`` block (an inference tensor has no version counter and cannot be changed
+    in place outside inference mode)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> nn.Module:
+        with torch.inference_mode(False):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@_outside_inference_mode
 def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True,
              compile: bool = False, compile_mode: str | None = None,
              dtype: torch.dtype | str | None = None, onednn: bool | None = None,
