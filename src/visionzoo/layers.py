@@ -67,7 +67,8 @@ class ConvNormAct(nn.Sequential):
     """Conv2d -> BatchNorm2d -> activation; ``act=None`` leaves the activation out.
 
     ``padding=None`` is symmetric "half" padding, ``(k - 1) // 2`` (the papers' convention);
-    ``padding="same"`` is TensorFlow's "SAME" (see ``create_conv2d``).
+    ``padding="same"`` is TensorFlow's "SAME" (see ``create_conv2d``). At inference the BN writes
+    into the conv's output (``batch_norm_into``); the modules and state dict are nn.Sequential's.
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
@@ -121,10 +122,10 @@ def batch_norm_into(x: torch.Tensor, bn: nn.Module, producer: nn.Module | None =
     instead of a new map. Same kernel, same values (bit-identical); what it saves is the
     allocation: at batch 8 a 38 MB map is served by a fresh ``mmap`` whose first touch costs
     about 0.4 ms/MB on the benchmark VM (benchmarks/results/README.md has what it gained per
-    model). Anything else -- training, autograd,
-    another norm, forward hooks on ``bn`` or on ``producer`` (the module that made ``x``, whose
-    hook may keep its output) or global ones, tracing, scripting, compiling -- calls ``bn(x)``,
-    so graphs, exports and hooks see the modules as written."""
+    model). Anything else -- training, autograd, another norm, forward hooks on ``bn`` or on
+    ``producer`` (the module that made ``x``, whose hook may keep its output) or global ones,
+    tracing, scripting, compiling -- calls ``bn(x)``, so graphs, exports and hooks see the
+    modules as written."""
     if (type(bn) is not nn.BatchNorm2d or bn.training or bn.running_mean is None
             or not _inference_in_place(x, bn) or x.dtype != bn.running_mean.dtype
             or (producer is not None and _hooked(producer))):
