@@ -231,7 +231,7 @@ def test_densenet_bn_after_conv_folded_in_the_graph():
     fast = vz.optimize(model, example_input=torch.randn(1, 3, 32, 32, generator=_gen(10)))
     rep = fast.optimize_report
     assert (rep.bn_folded, rep.bn_left, rep.onednn_acts) == (1 + 58 + 58 + 3, 1, 1 + 58)
-    assert rep.dense_blocks_buffered == 4
+    assert rep.dense_blocks_buffered == 4 and rep.pools_before_convs == 3
     assert sum(isinstance(m, opt.PreActClamp) for m in fast.modules()) == 58 + 3
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.blocks.modules())
     x = torch.randn(2, 3, 48, 48, generator=_gen(11))
@@ -268,7 +268,7 @@ def test_preactivation_clamp_is_exact_for_every_sign_of_scale(stride, bias):
         block[0].bn.bias.copy_(torch.tensor([0.2, 0.4, 0.5, -0.3, -0.1, -0.5]))
     fast = copy.deepcopy(block)
     opt.fuse_onednn(fast)
-    assert opt.fuse_blocks(fast) == (1, 0, 0)
+    assert opt.fuse_blocks(fast) == (1, 0, 0, 0, 0)
     assert isinstance(fast[0].get_submodule("preact_clamp_0"), opt.PreActClamp)
     x = torch.randn(3, 6, 9, 9, generator=_gen(20)) * 2
     with torch.inference_mode():
@@ -316,6 +316,132 @@ def test_optimize_a_features_only_backbone():
         torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
 
 
+def test_preactivation_clamp_is_a_maximum_where_no_scale_is_negative():
+    """With every upper bound infinite the clamp runs as a maximum; a new bound loaded into
+    the buffer (a version bump) is seen on the next call."""
+    inf = float("inf")
+    clamp = opt.PreActClamp(torch.tensor([0.5, -1.0, -inf]), torch.full((3,), inf))
+    x = torch.randn(2, 3, 4, 4, generator=_gen(21)) * 2
+    with torch.inference_mode():
+        torch.testing.assert_close(clamp(x), x.clamp_min(clamp.lo), atol=0, rtol=0)
+    assert clamp._one_sided
+    with torch.no_grad():
+        clamp.hi[1] = 0.25  # a negative BN scale in channel 1
+    with torch.inference_mode():
+        got = clamp(x)
+    assert not clamp._one_sided
+    torch.testing.assert_close(got, torch.clamp(x, clamp.lo, clamp.hi), atol=0, rtol=0)
+    assert got[:, 1].max() == 0.25
+
+
+class _SEProjection(nn.Module):
+    """EfficientNet's MBConv tail in small: a = act(conv(x)), s = sigmoid(fc(mean(a))),
+    project(a * s) (+ x). ``read_after`` reads a again after the product."""
+
+    def __init__(self, residual: bool, bias: bool, read_after: bool = False):
+        super().__init__()
+        self.conv, self.act = nn.Conv2d(6, 12, 3, padding=1), nn.SiLU()
+        self.fc = nn.Conv2d(12, 12, 1)
+        self.project = nn.Conv2d(12, 6, 1, bias=bias)
+        self.residual, self.read_after = residual, read_after
+
+    def forward(self, x):
+        a = self.act(self.conv(x))
+        s = torch.sigmoid(self.fc(a.mean((2, 3), keepdim=True)))
+        y = self.project(a * s)
+        if self.residual:
+            y = y + x
+        if self.read_after:
+            y = y * a.mean()
+        return y
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("read_after", [False, True])
+def test_se_scale_moves_into_the_pointwise_conv(residual, bias, read_after, monkeypatch):
+    """a * s -> 1x1 conv becomes ScaledPointwiseConv: at batch 1 on a channels_last map wider
+    than the conv's outputs the scale goes into the weights (one GEMM), else the product is
+    taken, in place only where nothing reads a afterwards. Same function on every path."""
+    block = nn.Sequential(_SEProjection(residual, bias, read_after)).eval()
+    randomize_(block, seed=4)
+    fast = copy.deepcopy(block)
+    opt.fuse_onednn(fast)
+    counts = opt.fuse_blocks(fast)
+    assert counts.scales == 1 and counts.sums == int(residual)
+    (mod,) = [m for m in fast.modules() if isinstance(m, opt.ScaledPointwiseConv)]
+    assert isinstance(mod.conv, opt.OneDNNConvAdd if residual else opt.OneDNNConv2d)
+    assert mod.inplace == (not read_after)
+    folds = []
+    real = opt.ScaledPointwiseConv._fold_ok
+    monkeypatch.setattr(opt.ScaledPointwiseConv, "_fold_ok",
+                        lambda self, *a: folds.append(real(self, *a)) or folds[-1])
+    cl = torch.channels_last
+    cases = [(torch.randn(1, 6, 9, 7, generator=_gen(40)).contiguous(memory_format=cl), True),
+             (torch.randn(3, 6, 9, 7, generator=_gen(42)).contiguous(memory_format=cl), False),
+             (torch.randn(1, 6, 2, 3, generator=_gen(43)).contiguous(memory_format=cl), False)]
+    for x, folded in cases:  # the last: 6 pixels, not more than the 6 output channels
+        folds.clear()
+        with torch.inference_mode():
+            want = block(x)
+            torch.testing.assert_close(fast(x), want, atol=1e-5, rtol=1e-5)
+        assert folds == [folded]
+    x = cases[0][0].clone().requires_grad_()
+    fast(x).sum().backward()  # gradients enabled: the plain ops
+    assert x.grad is not None and folds[-1] is False
+    a, s = torch.randn(1, 12, 9, 7), torch.rand(1, 12, 1, 1)  # an NCHW map: no GEMM view
+    with torch.inference_mode():
+        assert not mod._fold_ok(a, s, torch.randn(1, 6, 9, 7) if residual else None)
+        assert mod._fold_ok(a.contiguous(memory_format=cl), s,
+                            torch.randn(1, 6, 9, 7).contiguous(memory_format=cl)
+                            if residual else None)
+
+
+def test_efficientnet_se_scales_taken_by_the_projection(monkeypatch):
+    """In EfficientNet-B0 all 16 MBConv projections take their SE scale; at batch 1 the blocks
+    whose map is wider than their outputs scale the weights, and the logits match eager."""
+    model = randomize_(vz.create_model("efficientnet_b0")).eval()
+    fast = vz.optimize(model, example_input=torch.randn(1, 3, 64, 64, generator=_gen(44)))
+    assert fast.optimize_report.scales_into_convs == 16
+    folds = []
+    real = opt.ScaledPointwiseConv._fold_ok
+    monkeypatch.setattr(opt.ScaledPointwiseConv, "_fold_ok",
+                        lambda self, *a: folds.append(real(self, *a)) or folds[-1])
+    atol, rtol = opt.FLOAT_TOLERANCE
+    for batch, n_folded in [(1, 5), (2, 0)]:  # 64x64: maps of 32x32 to 8x8 have more pixels
+        folds.clear()
+        x = torch.randn(batch, 3, 64, 64, generator=_gen(45))
+        with torch.inference_mode():
+            ref, got = model(x), fast(x)
+        assert (got - ref).abs().max() <= atol * 1e-2 + rtol * 1e-2 * ref.abs().max()
+        assert (len(folds), sum(folds)) == (16, n_folded)
+
+
+@pytest.mark.parametrize("tail,moved", [
+    ([nn.Conv2d(8, 4, 1), nn.AvgPool2d(2)], True),
+    ([nn.Conv2d(8, 4, 1, bias=False), nn.Dropout(0.2), nn.AvgPool2d(3, stride=2)], True),
+    ([nn.Conv2d(8, 4, 1, groups=2), nn.AvgPool2d(2)], True),
+    ([nn.Conv2d(8, 4, 1), nn.AvgPool2d(2, padding=1)], False),  # pads see 0, not the bias
+    ([nn.Conv2d(8, 4, 1), nn.ReLU(), nn.AvgPool2d(2)], False),  # not linear
+    ([nn.Conv2d(8, 4, 3, padding=1), nn.AvgPool2d(2)], False),  # mixes pixels
+    ([nn.Conv2d(8, 4, 1, stride=2), nn.AvgPool2d(2)], False)])
+def test_average_pool_moves_before_a_pointwise_conv(tail, moved):
+    """conv1x1 -> avg pool == avg pool -> conv1x1 where the pool is unpadded and the conv is
+    linear per pixel (DenseNet's transitions)."""
+    block = nn.Sequential(nn.Sequential(*tail)).eval()
+    randomize_(block, seed=5)
+    fast = copy.deepcopy(block)
+    opt.fuse_onednn(fast)
+    assert opt.fuse_blocks(fast).pools_first == int(moved)
+    if moved:  # the graph now pools first
+        order = [n.target for n in fast[0].graph.nodes if n.op == "call_module"]
+        assert type(fast[0].get_submodule(order[0])) is nn.AvgPool2d
+    for shape in [(2, 8, 10, 10), (1, 8, 9, 11)]:
+        x = torch.randn(*shape, generator=_gen(46))
+        with torch.inference_mode():
+            torch.testing.assert_close(fast(x), block(x), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("act", [nn.ReLU(), nn.SiLU(), None], ids=repr)
 def test_scale_add_matches_the_plain_ops_and_falls_back(act):
     a = torch.randn(2, 8, 5, 5, generator=_gen(30)).contiguous(memory_format=torch.channels_last)
@@ -349,7 +475,8 @@ def test_stage_specs_and_profile_of_an_optimized_model(name):
     reads; the optimized model answers with the rows read before the rewrite, and profile()
     finds every row's modules: the same output shapes and MACs per row (the oneDNN convs are
     counted like ATen's, an SE module whose convs the block's graph calls directly through its
-    children), and parameters less only the folded BNs'."""
+    children; DenseNet's transition convs, which now run after the pool, a quarter), and
+    parameters less only the folded BNs'."""
     import pickle
 
     from visionzoo.profile import profile
@@ -362,9 +489,13 @@ def test_stage_specs_and_profile_of_an_optimized_model(name):
     assert rewritten  # the case this is about
     assert fast.stage_specs() == model.stage_specs()
     got, ref = profile(fast, input_size=(3, 64, 64)), profile(model, input_size=(3, 64, 64))
-    assert got.macs == ref.macs
+    # DenseNet's transitions pool before their 1x1 conv: that conv sees a quarter of the pixels
+    moved = fast.optimize_report.pools_before_convs
+    assert moved == (3 if name == "densenet121" else 0)
+    want = [s.macs // 4 if s.name.startswith("transition") else s.macs for s in ref.stages]
+    assert got.macs == ref.macs - sum(s.macs for s in ref.stages) + sum(want)
     assert [(s.name, s.blocks, s.macs) for s in got.stages] == \
-        [(s.name, s.blocks, s.macs) for s in ref.stages]
+        [(s.name, s.blocks, m) for s, m in zip(ref.stages, want, strict=True)]
     for g, r in zip(got.stages, ref.stages, strict=True):
         assert (g.params > 0) == (r.params > 0) and g.params <= r.params
         # an SE module's product is fused into the block's ScaleAddAct: that breakdown row
