@@ -335,46 +335,52 @@ class OneDNNConv2d(nn.Conv2d):
             _POST_OPS[type(act)](act) if act is not None else ("none", [], ""))
         self._packed: torch.Tensor | None = None
         self._packed_key: tuple[Any, ...] | None = None
+        # what each call needs, read once (a call's Python overhead is per conv; EfficientNet-B0
+        # makes 70 of them at batch 1, in ~20 ms)
+        self._pointwise = self.kernel_size == (1, 1) and self.groups == 1
+        self._geometry = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         return {**state, "_packed": None, "_packed_key": None}
 
-    def fused_ok(self, x: torch.Tensor) -> bool:
+    def fused_ok(self, x: torch.Tensor, w: torch.Tensor | None = None) -> bool:
         """Whether the oneDNN path applies to this call: CPU, matching dtype, no autograd, and
         more than one pixel. On a 1x1 map (squeeze-and-excitation's convs on pooled features)
         a conv is a matrix-vector product and oneDNN's fixed cost per call dominates: 56 us
-        against 11 us for F.conv2d + SiLU at 672 -> 28 channels, batch 1."""
-        if self.kernel_size == (1, 1) and self.groups == 1 and x.ndim == 4:
-            # a small pointwise conv: oneDNN's fixed cost per call (~0.1 ms: primitive lookup,
-            # post-op attributes) outweighs what it saves; ATen's GEMM path is faster there
-            # (EfficientNet-B0 at batch 1: 192 -> 1152 at 7x7, 10.8 M MACs, 0.42 ms against
-            # 0.32 ms; 512 -> 2048 at 7x7, 51 M MACs, 0.82 ms against 1.19 ms)
-            macs = x.shape[0] * x.shape[-1] * x.shape[-2] * self.in_channels * self.out_channels
-            if macs < SMALL_POINTWISE_MACS:
-                return False
-        return (x.device.type == "cpu" and x.dtype == self.weight.dtype and x.ndim == 4
-                and x.shape[-1] * x.shape[-2] > 1
-                and not (torch.is_grad_enabled()
-                         and (x.requires_grad or self.weight.requires_grad)))
+        against 11 us for F.conv2d + SiLU at 672 -> 28 channels, batch 1. ``w``: the weight,
+        where the caller has already read it."""
+        if x.ndim != 4:
+            return False
+        w = self.weight if w is None else w
+        n, _, h, wd = x.shape
+        # a small pointwise conv: oneDNN's fixed cost per call (~0.1 ms: primitive lookup,
+        # post-op attributes) outweighs what it saves; ATen's GEMM path is faster there
+        # (EfficientNet-B0 at batch 1: 192 -> 1152 at 7x7, 10.8 M MACs, 0.42 ms against
+        # 0.32 ms; 512 -> 2048 at 7x7, 51 M MACs, 0.82 ms against 1.19 ms)
+        if (self._pointwise
+                and n * h * wd * self.in_channels * self.out_channels < SMALL_POINTWISE_MACS):
+            return False
+        return (x.device.type == "cpu" and x.dtype == w.dtype and h * wd > 1
+                and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)))
 
-    def packed_weight(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
-        key = (w.data_ptr(), _weight_version(w), w.dtype, w.device, tuple(x.shape))
+    def packed_weight(self, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.weight if w is None else w
+        key = (w.data_ptr(), _weight_version(w), w.dtype, w.device, x.shape)
         if self._packed is None or self._packed_key != key:
+            padding, stride, dilation, groups = self._geometry
             self._packed = torch.ops.mkldnn._reorder_convolution_weight(
-                w.detach(), list(self.padding), list(self.stride), list(self.dilation),
-                self.groups, list(x.shape))
+                w.detach(), padding, stride, dilation, groups, list(x.shape))
             self._packed_key = key
         return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.fused_ok(x):
+        w = self.weight
+        if not self.fused_ok(x, w):
             return self.act(super().forward(x))
         return torch.ops.mkldnn._convolution_pointwise(
-            x, self.packed_weight(x), self.bias, list(self.padding), list(self.stride),
-            list(self.dilation), self.groups, self.post_op, self.post_scalars,
-            self.post_algorithm)
+            x, self.packed_weight(x, w), self.bias, *self._geometry, self.post_op,
+            self.post_scalars, self.post_algorithm)
 
 
 # Winograd F(2x2, 3x3) (Lavin & Gray, arXiv 1509.09308, section 4):
@@ -602,13 +608,14 @@ class OneDNNConvAdd(nn.Module):
         # ATen's unfused path
         layout = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
                   else torch.contiguous_format)
-        if (not c.fused_ok(x) or other.dtype != x.dtype
+        w = c.weight
+        if (not c.fused_ok(x, w) or other.dtype != x.dtype
                 or (torch.is_grad_enabled() and other.requires_grad)
                 or tuple(other.shape) != self._out_shape(x)
                 or not other.is_contiguous(memory_format=layout)):
             return self.act(nn.Conv2d.forward(c, x) + other)
-        args = (x, c.packed_weight(x), c.bias, list(c.padding), list(c.stride), list(c.dilation),
-                c.groups, "add", 1.0, self.post_op, self.post_scalars, self.post_algorithm)
+        args = (x, c.packed_weight(x, w), c.bias, *c._geometry, "add", 1.0, self.post_op,
+                self.post_scalars, self.post_algorithm)
         if self.inplace:
             return torch.ops.mkldnn._convolution_pointwise_.binary(other, *args)
         return torch.ops.mkldnn._convolution_pointwise.binary(x, other, *args[1:])
@@ -726,8 +733,9 @@ class ScaledPointwiseConv(nn.Module):
                 other: torch.Tensor | None = None) -> torch.Tensor:
         add = isinstance(self.conv, OneDNNConvAdd)
         if not self._fold_ok(a, s, other):
+            # (a per-sample, per-channel scale; torch.broadcast_shapes costs ~90 us in Python)
             if (self.inplace and not torch.is_grad_enabled() and a.dtype == s.dtype
-                    and torch.broadcast_shapes(a.shape, s.shape) == a.shape):
+                    and a.ndim == 4 and tuple(s.shape) == (*a.shape[:2], 1, 1)):
                 a = a.mul_(s)
             else:
                 a = a * s
