@@ -25,8 +25,12 @@
   (``OneDNNConvAdd``). Pre-activation nets get two more exact rewrites: BN -> ReLU -> 1x1 conv
   becomes clamp -> 1x1 conv (``PreActClamp``: ReLU(a x + b) = a clamp(x) + b per channel, the
   a and b go into the conv), and DenseNet's blocks fill one preallocated tensor instead of
-  concatenating the growing feature list for every layer (``DenseBlockBuffer``). SE blocks'
-  ``act(a * s + shortcut)`` becomes one ``addcmul`` into the fresh conv output (``ScaleAddAct``).
+  concatenating the growing feature list for every layer (``DenseBlockBuffer``); a 1x1 conv
+  followed by an unpadded average pool (DenseNet's transitions) runs after the pool, on a
+  quarter of the pixels (the pool commutes with a per-pixel affine map). SE blocks'
+  ``act(a * s + shortcut)`` becomes one ``addcmul`` into the fresh conv output (``ScaleAddAct``);
+  SE's scale before a 1x1 conv (EfficientNet's projection) moves into that conv's weights at
+  batch 1, ``(W diag(s)) U`` instead of a pass over U (``ScaledPointwiseConv``).
   Unpadded max pools (VGG, AlexNet, the SE nets' ceil-mode stem pool) become the maximum of
   their strided views (``StridedMaxPool2d``), without the int64 indices ATen's kernel writes.
   Float32 3x3 stride-1 convs with enough channels and tiles run by Winograd's F(2x2, 3x3)
