@@ -389,6 +389,12 @@ def test_se_scale_moves_into_the_pointwise_conv(residual, bias, read_after, monk
     x = cases[0][0].clone().requires_grad_()
     fast(x).sum().backward()  # gradients enabled: the plain ops
     assert x.grad is not None and folds[-1] is False
+    monkeypatch.setattr(opt, "SMALL_POINTWISE_MACS", 0)  # a conv that oneDNN runs: no fold
+    folds.clear()
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(cases[0][0]), block(cases[0][0]), atol=1e-5, rtol=1e-5)
+    assert folds == [False]
+    monkeypatch.undo()
     a, s = torch.randn(1, 12, 9, 7), torch.rand(1, 12, 1, 1)  # an NCHW map: no GEMM view
     with torch.inference_mode():
         assert not mod._fold_ok(a, s, torch.randn(1, 6, 9, 7) if residual else None)

@@ -341,7 +341,7 @@ class OneDNNConv2d(nn.Conv2d):
         self._packed_key: tuple[Any, ...] | None = None
         # what each call needs, read once (a call's Python overhead is per conv; EfficientNet-B0
         # makes 70 of them at batch 1, in ~20 ms)
-        self._pointwise = self.kernel_size == (1, 1) and self.groups == 1
+        self._ungrouped_1x1 = self.kernel_size == (1, 1) and self.groups == 1
         self._geometry = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -362,7 +362,7 @@ class OneDNNConv2d(nn.Conv2d):
         # post-op attributes) outweighs what it saves; ATen's GEMM path is faster there
         # (EfficientNet-B0 at batch 1: 192 -> 1152 at 7x7, 10.8 M MACs, 0.42 ms against
         # 0.32 ms; 512 -> 2048 at 7x7, 51 M MACs, 0.82 ms against 1.19 ms)
-        if (self._pointwise
+        if (self._ungrouped_1x1
                 and n * h * wd * self.in_channels * self.out_channels < SMALL_POINTWISE_MACS):
             return False
         return (x.device.type == "cpu" and x.dtype == w.dtype and h * wd > 1
@@ -710,9 +710,10 @@ class ScaledPointwiseConv(nn.Module):
     moves into the weights: conv(diag(s) U) = (W diag(s)) U, the same sums in another order. A
     pass over the C_out x C weights then replaces the product's pass over the C x H x W map
     (EfficientNet-B0 at 112x112 to 28x28: 13-100x fewer elements), and the conv runs as one
-    GEMM on the channels_last map, with the residual sum (if any) accumulated into it. That is
-    ATen's own route for these small 1x1 convs (under ``SMALL_POINTWISE_MACS``; within 2 % of
-    it). Elsewhere (batch > 1, NCHW input, gradients enabled) it multiplies, in place when
+    GEMM on the channels_last map, with the residual sum (if any) accumulated into it. Only
+    where the conv would take ATen's GEMM route anyway (under ``SMALL_POINTWISE_MACS``; the
+    bare GEMM is within 2 % of it); a larger conv keeps oneDNN's packed kernel. Elsewhere
+    (batch > 1, NCHW input, gradients enabled) it multiplies, in place when
     ``inplace`` (``a`` is a fresh conv output that nothing reads after the product; set by
     ``fuse_blocks``), then runs the conv as before.
     """
@@ -727,6 +728,7 @@ class ScaledPointwiseConv(nn.Module):
             return False
         h, w = a.shape[-2:]
         return (c.out_channels < h * w and tuple(s.shape) == (1, a.shape[1], 1, 1)
+                and not c.fused_ok(a)
                 and a.dtype == s.dtype == c.weight.dtype
                 and a.is_contiguous(memory_format=torch.channels_last)
                 and (other is None or (tuple(other.shape) == (1, c.out_channels, h, w)
@@ -1046,7 +1048,7 @@ def _rewrite_block(gm: torch.fx.GraphModule) -> FusionCounts:
         scales += 1
 
     pools = 0
-    for node in list(gm.graph.nodes):  # conv1x1 -> average pool: pool first (4x fewer MACs)
+    for node in list(gm.graph.nodes):  # conv1x1 -> average pool: pool first (k*k fewer MACs)
         pool = module(node)
         if (type(pool) is not nn.AvgPool2d or len(node.args) != 1 or node.kwargs
                 or _pair(pool.padding) != (0, 0) or pool.ceil_mode
