@@ -336,3 +336,60 @@ def test_optimize_inside_inference_mode():
         randomize_(built_here)
         fast = vz.optimize(built_here)
         torch.testing.assert_close(fast(x), built_here(x), atol=atol, rtol=rtol)
+
+
+def test_compiled_models_each_get_their_own_forward_code():
+    """Dynamo keeps compiled graphs per code object and gives up on one after
+    ``recompile_limit`` entries; every zoo model shares ``ZooModel.forward``, so before this
+    fix the ninth model compiled in a process ran eagerly. Checked with the limit at 1 and a
+    counting backend (no inductor): both models must reach the compiler."""
+    import torch._dynamo as dynamo
+
+    from visionzoo.layers import ZooModel
+
+    compiled: list[int] = []
+
+    def backend(gm: torch.fx.GraphModule, _inputs):
+        compiled.append(len(gm.graph.nodes))
+        return gm.forward
+
+    x = torch.randn(1, 3, 32, 32)
+    dynamo.reset()
+    try:
+        with dynamo.config.patch(recompile_limit=1), torch.inference_mode():
+            seen = []
+            for name in ("resnet18", "resnet34"):
+                m = vz.create_model(name).eval()
+                assert opt._own_forward_code(m)
+                assert m.forward.__func__.__code__ is not ZooModel.forward.__code__
+                ref = m(x)  # eager (the copy runs as the original)
+                before = len(compiled)
+                y = torch.compile(m, backend=backend)(x)
+                torch.testing.assert_close(y, ref, rtol=0, atol=0)
+                seen.append(len(compiled) - before)
+            assert all(n >= 1 for n in seen), seen
+            # and the shared code object itself never got an entry
+            entries = torch._C._dynamo.eval_frame._debug_get_cache_entry_list(
+                ZooModel.forward.__code__)
+            assert entries == []
+    finally:
+        dynamo.reset()
+
+
+def test_optimize_compile_gives_the_copy_its_own_forward():
+    from visionzoo.layers import ZooModel
+
+    m = vz.create_model("resnet18").eval()
+    o = vz.optimize(m, compile=True, check=False)  # compiles lazily: nothing runs here
+    inner = o._orig_mod
+    assert inner.forward.__func__.__code__ is not ZooModel.forward.__code__
+    assert inner.forward.__self__ is inner
+    assert "forward" not in vars(m)  # the original model is untouched
+    with torch.inference_mode():  # the copy's own forward is the same function (uncompiled)
+        x = torch.randn(1, 3, 32, 32)
+        torch.testing.assert_close(inner.forward(x.contiguous(memory_format=torch.channels_last)),
+                                   m(x), rtol=1e-4, atol=1e-4)
+    import copy
+
+    c = copy.deepcopy(inner)  # a bound method in the instance dict survives a deepcopy
+    assert c.forward.__self__ is c

@@ -97,6 +97,7 @@ import copy
 import functools
 import operator
 import threading
+import types
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -1498,6 +1499,25 @@ def _outside_inference_mode(fn: Callable[..., nn.Module]) -> Callable[..., nn.Mo
     return wrapper
 
 
+def _own_forward_code(model: nn.Module) -> bool:
+    """Give ``model`` a ``forward`` of its own: a copy of its class's function with a fresh code
+    object, bound to this instance. Dynamo keeps compiled graphs per *code object* and stops
+    compiling a function after ``torch._dynamo.config.recompile_limit`` (8) entries, warning
+    once and then running it eagerly. Every zoo model shares ``ZooModel.forward``, so without
+    this the ninth compiled model in a process (or the fifth, each compiled at two batch sizes)
+    silently ran uncompiled. Returns whether a copy was made (not for builtins or callables
+    that are not plain methods)."""
+    fn = getattr(model.forward, "__func__", None)
+    if not isinstance(fn, types.FunctionType):
+        return False
+    copy_fn = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__,
+                                 fn.__defaults__, fn.__closure__)
+    copy_fn.__kwdefaults__ = fn.__kwdefaults__
+    copy_fn.__qualname__, copy_fn.__doc__ = fn.__qualname__, fn.__doc__
+    model.forward = types.MethodType(copy_fn, model)
+    return True
+
+
 @_outside_inference_mode
 def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True,
              compile: bool = False, compile_mode: str | None = None,
@@ -1598,6 +1618,7 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
             _keep_stage_specs(out, specs)
             if compile:
                 out.optimize_report = report
+                _own_forward_code(out)
                 p = next(out.parameters(), None)
                 if compile_mode is None and (p is None or p.device.type == "cpu"):
                     # freezing: weights become constants, so inductor can pre-pack them into
