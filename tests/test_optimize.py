@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import warnings
 
@@ -339,10 +340,8 @@ def test_optimize_inside_inference_mode():
 
 
 def test_compiled_models_each_get_their_own_forward_code():
-    """Dynamo keeps compiled graphs per code object and gives up on one after
-    ``recompile_limit`` entries; every zoo model shares ``ZooModel.forward``, so before this
-    fix the ninth model compiled in a process ran eagerly. Checked with the limit at 1 and a
-    counting backend (no inductor): both models must reach the compiler."""
+    """``_own_forward_code``: with dynamo's recompile limit at 1 and a counting backend (no
+    inductor), both models must reach the compiler (without it the second runs eagerly)."""
     import torch._dynamo as dynamo
 
     from visionzoo.layers import ZooModel
@@ -389,7 +388,5 @@ def test_optimize_compile_gives_the_copy_its_own_forward():
         x = torch.randn(1, 3, 32, 32)
         torch.testing.assert_close(inner.forward(x.contiguous(memory_format=torch.channels_last)),
                                    m(x), rtol=1e-4, atol=1e-4)
-    import copy
-
     c = copy.deepcopy(inner)  # a bound method in the instance dict survives a deepcopy
     assert c.forward.__self__ is c

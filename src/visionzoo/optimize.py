@@ -50,9 +50,8 @@
   residual adds) into the convolutions' epilogues; on CPU with ``freezing`` (weights become
   constants and are pre-packed for oneDNN once), so the result is for inference under
   ``torch.no_grad``/``inference_mode``. The first call compiles (seconds to minutes). Each
-  optimized model gets a ``forward`` with its own code object (``_own_forward_code``): dynamo
-  counts compiled graphs per code object, and all zoo models share ``ZooModel.forward``, so
-  without it the ninth model compiled in one process would silently run uncompiled.
+  optimized model gets its own ``forward`` code object, so any number of them compile in one
+  process (``_own_forward_code``).
 * **int8** (``quantize="int8"``, CPU): post-training static quantization with torch.ao's FX
   graph mode (per-channel weights; the oneDNN engine where available, see
   ``default_int8_backend``), calibrated on images you pass. Conv -> ReLU6 outputs are quantized
