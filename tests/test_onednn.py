@@ -101,6 +101,8 @@ def test_residual_sums_fused_and_exact(name, adds, inplace, scaled):
     assert sum(m.inplace for m in fused) == inplace
     scale_adds = [m for m in fast.modules() if isinstance(m, opt.ScaleAddAct)]
     assert len(scale_adds) == scaled and all(m.inplace for m in scale_adds)
+    # the projection blocks' SE products (their sum went into the shortcut conv) run in place
+    assert rep.scales_in_place == (4 if scaled else 0)
     assert type(fast) is type(model) and hasattr(fast, "forward_features")
     # another batch and size than the example: nothing was baked in by tracing
     x = torch.randn(3, 3, 96, 80, generator=_gen(3))
@@ -268,7 +270,7 @@ def test_preactivation_clamp_is_exact_for_every_sign_of_scale(stride, bias):
         block[0].bn.bias.copy_(torch.tensor([0.2, 0.4, 0.5, -0.3, -0.1, -0.5]))
     fast = copy.deepcopy(block)
     opt.fuse_onednn(fast)
-    assert opt.fuse_blocks(fast) == (1, 0, 0, 0, 0)
+    assert opt.fuse_blocks(fast) == (1, 0, 0, 0, 0, 0)
     assert isinstance(fast[0].get_submodule("preact_clamp_0"), opt.PreActClamp)
     x = torch.randn(3, 6, 9, 9, generator=_gen(20)) * 2
     with torch.inference_mode():
@@ -446,6 +448,50 @@ def test_average_pool_moves_before_a_pointwise_conv(tail, moved):
         x = torch.randn(*shape, generator=_gen(46))
         with torch.inference_mode():
             torch.testing.assert_close(fast(x), block(x), atol=1e-5, rtol=1e-5)
+
+
+class _SEThenSum(nn.Module):
+    """SE-ResNet's projection block, reduced: the SE product is the other operand of a sum
+    whose first is a conv output (fused into that conv), so no ScaleAddAct takes the product."""
+
+    def __init__(self, read_after: bool):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(6, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+        self.shortcut, self.read_after = nn.Conv2d(6, 8, 1), read_after
+
+    def forward(self, x):
+        a = self.conv(x)
+        s = torch.sigmoid(self.fc(a.mean((2, 3), keepdim=True)))
+        y = torch.relu(self.shortcut(x) + a * s)
+        return y * a.mean() if self.read_after else y
+
+
+@pytest.mark.parametrize("read_after", [False, True])
+def test_se_scale_without_a_taker_runs_in_place(read_after):
+    """a * s that no fused module takes becomes ScaleInPlace, only where nothing reads a after
+    the product; it writes into a at inference and is the plain product otherwise."""
+    block = nn.Sequential(_SEThenSum(read_after)).eval()
+    randomize_(block, seed=6)
+    fast = copy.deepcopy(block)
+    opt.fuse_onednn(fast)
+    counts = opt.fuse_blocks(fast)
+    assert counts.sums == 1 and counts.scales_in_place == int(not read_after)
+    x = torch.randn(2, 6, 7, 9, generator=_gen(47)).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), block(x), atol=1e-5, rtol=1e-5)
+    mod = opt.ScaleInPlace()
+    a, s = torch.randn(2, 8, 3, 3, generator=_gen(48)), torch.rand(2, 8, 1, 1, generator=_gen(49))
+    want, a_in = a * s, a.clone()
+    with torch.inference_mode():
+        got = mod(a_in, s)
+    assert torch.equal(got, want) and got.data_ptr() == a_in.data_ptr()
+    ag = a.clone().requires_grad_()
+    got = mod(ag, s)  # gradients enabled: a new tensor, and a gradient
+    got.sum().backward()
+    assert got.data_ptr() != ag.data_ptr() and torch.equal(ag.grad, s.expand_as(a))
+    with torch.inference_mode():  # a scale that is not per-sample, per-channel: the product
+        row, a_in = torch.rand(1, 8, 1, 3, generator=_gen(50)), a.clone()
+        assert torch.equal(mod(a_in, row), a * row) and torch.equal(a_in, a)
 
 
 @pytest.mark.parametrize("act", [nn.ReLU(), nn.SiLU(), None], ids=repr)
