@@ -103,6 +103,7 @@ def test_residual_sums_fused_and_exact(name, adds, inplace, scaled):
     assert len(scale_adds) == scaled and all(m.inplace for m in scale_adds)
     # the projection blocks' SE products (their sum went into the shortcut conv) run in place
     assert rep.scales_in_place == (4 if scaled else 0)
+    assert rep.spatial_means == (16 if scaled else 0)  # every SE block's squeeze
     assert type(fast) is type(model) and hasattr(fast, "forward_features")
     # another batch and size than the example: nothing was baked in by tracing
     x = torch.randn(3, 3, 96, 80, generator=_gen(3))
@@ -270,7 +271,7 @@ def test_preactivation_clamp_is_exact_for_every_sign_of_scale(stride, bias):
         block[0].bn.bias.copy_(torch.tensor([0.2, 0.4, 0.5, -0.3, -0.1, -0.5]))
     fast = copy.deepcopy(block)
     opt.fuse_onednn(fast)
-    assert opt.fuse_blocks(fast) == (1, 0, 0, 0, 0, 0)
+    assert opt.fuse_blocks(fast) == (1, 0, 0, 0, 0, 0, 0)
     assert isinstance(fast[0].get_submodule("preact_clamp_0"), opt.PreActClamp)
     x = torch.randn(3, 6, 9, 9, generator=_gen(20)) * 2
     with torch.inference_mode():
@@ -476,6 +477,7 @@ def test_se_scale_without_a_taker_runs_in_place(read_after):
     opt.fuse_onednn(fast)
     counts = opt.fuse_blocks(fast)
     assert counts.sums == 1 and counts.scales_in_place == int(not read_after)
+    assert counts.spatial_means == 1
     x = torch.randn(2, 6, 7, 9, generator=_gen(47)).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), block(x), atol=1e-5, rtol=1e-5)
@@ -492,6 +494,33 @@ def test_se_scale_without_a_taker_runs_in_place(read_after):
     with torch.inference_mode():  # a scale that is not per-sample, per-channel: the product
         row, a_in = torch.rand(1, 8, 1, 3, generator=_gen(50)), a.clone()
         assert torch.equal(mod(a_in, row), a * row) and torch.equal(a_in, a)
+
+
+def test_spatial_mean_is_the_mean_on_every_path():
+    """SpatialMean sums rows first on a float32 channels_last map of at most MAX_PIXELS pixels;
+    every other input takes mean. Equal to mean up to float32 rounding either way."""
+    mod, cl = opt.SpatialMean(), torch.channels_last
+    calls = []
+    real_mean = torch.Tensor.mean
+    for shape in [(3, 16, 7, 9), (1, 8, 14, 14), (2, 4, 32, 32), (2, 4, 33, 32), (2, 1, 5, 5)]:
+        x = torch.randn(*shape, generator=_gen(51))
+        for layout, two_sums in [(cl, shape[2] * shape[3] <= 1024 and shape[1] > 1),
+                                 (torch.contiguous_format, False)]:
+            xin = x.contiguous(memory_format=layout)
+            calls.clear()
+            with torch.inference_mode(), pytest.MonkeyPatch.context() as mp:
+                mp.setattr(torch.Tensor, "mean",
+                           lambda self, *a, **k: calls.append(1) or real_mean(self, *a, **k))
+                got = mod(xin)
+            torch.testing.assert_close(got, x.mean((2, 3), keepdim=True), atol=1e-6, rtol=1e-5)
+            assert got.shape == (shape[0], shape[1], 1, 1)
+            assert (not calls) == two_sums, (shape, layout)
+    x = torch.randn(2, 8, 6, 6, generator=_gen(52)).contiguous(memory_format=cl)
+    with torch.inference_mode():  # bfloat16: one reduction, not two roundings
+        torch.testing.assert_close(mod(x.bfloat16()), x.bfloat16().mean((2, 3), keepdim=True))
+    xg = x.clone().requires_grad_()
+    mod(xg).sum().backward()  # gradients enabled: mean's own backward
+    torch.testing.assert_close(xg.grad, torch.full_like(x, 1 / 36))
 
 
 @pytest.mark.parametrize("act", [nn.ReLU(), nn.SiLU(), None], ids=repr)
