@@ -786,8 +786,8 @@ class ScaleInPlace(nn.Module):
     (SE-ResNet's first block of a stage, whose residual sum went into the downsample conv as a
     ``OneDNNConvAdd``), written into ``a``, a fresh conv output that nothing reads after the
     product (``fuse_blocks`` checks that). A new map that size costs page faults on every call:
-    8 x 256 x 56 x 56 floats, 6.9 ms against 1.4 ms in place on this project's benchmark
-    machine. With gradients enabled, or other shapes, it is the plain product."""
+    8 x 256 x 56 x 56 floats, 6.9 ms against 1.4 ms in place on the AMD EPYC of benchmark
+    run 8. With gradients enabled, or other shapes, it is the plain product."""
 
     def forward(self, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         if (not torch.is_grad_enabled() and a.ndim == 4 and a.dtype == s.dtype
@@ -801,8 +801,8 @@ class SpatialMean(nn.Module):
     channels_last map as two sums: first over the H rows, each W x C floats contiguous, so the
     adds run along long contiguous rows, then over the W pixels of the one row left. ATen's
     reduction over H and W of a channels_last map vectorises along C alone: at 1024 channels,
-    14x14, batch 8, with the maps cold, 0.74 ms against 0.35 ms on this project's second
-    benchmark machine (an AMD EPYC); about even at 56x56, hence only up to ``MAX_PIXELS``.
+    14x14, batch 8, with the maps cold, 0.74 ms against 0.35 ms on the AMD EPYC of benchmark
+    run 8; about even at 56x56, hence only up to ``MAX_PIXELS``.
     The same sums in another order (float32 rounding differs in the last bits). Anything else
     (NCHW, bfloat16, gradients enabled) takes ``mean``."""
 
@@ -865,6 +865,18 @@ def _ancestors(node: Any) -> set[Any]:
                 seen.add(v)
                 todo.append(v)
     return seen
+
+
+def _se_product(node: Any) -> tuple[Any, Any] | None:
+    """``(a, s)`` where ``node`` is a product ``a * s`` of two graph values with s computed
+    from a (squeeze-and-excitation's scale of its input), else None."""
+    if (not _is_mul(node) or len(node.args) != 2 or node.kwargs
+            or not all(isinstance(v, torch.fx.Node) for v in node.args)):
+        return None
+    a, scale = node.args
+    if a in _ancestors(scale):
+        return a, scale
+    return (scale, a) if scale in _ancestors(a) else None
 
 
 def _eval_bn(bn: nn.Module | None) -> bool:
@@ -951,16 +963,20 @@ def _rewrite_block(gm: torch.fx.GraphModule) -> FusionCounts:
         act = _act_of(user, module)
         return act, (user if act is not None else node)
 
+    def call_new(stem: str, fused: nn.Module, before: Any, args: tuple[Any, ...]) -> Any:
+        """A call of ``fused``, added as a submodule named after ``stem``, on ``args``,
+        inserted before the node ``before``."""
+        name = _free_name(modules, stem)
+        modules[name] = fused
+        gm.add_submodule(name, fused)
+        with gm.graph.inserting_before(before):
+            return gm.graph.call_module(name, args)
+
     def replace_sum(node: Any, end: Any, chain: list[Any], stem: str, fused: nn.Module,
                     args: tuple[Any, ...]) -> None:
         """Call ``fused`` on ``args`` in place of the sum ``node`` (and the activation ``end``);
         erase them and the operand ``chain`` the fused module computes itself."""
-        name = _free_name(modules, stem)
-        modules[name] = fused
-        gm.add_submodule(name, fused)
-        with gm.graph.inserting_before(node):
-            new = gm.graph.call_module(name, args)
-        end.replace_all_uses_with(new)
+        end.replace_all_uses_with(call_new(stem, fused, node, args))
         for dead in ([end] if end is not node else []) + [node, *chain]:
             gm.graph.erase_node(dead)
 
@@ -1070,14 +1086,10 @@ def _rewrite_block(gm: torch.fx.GraphModule) -> FusionCounts:
 
     scales = 0
     for node in list(gm.graph.nodes):  # conv1x1(a * s): SE's scale before a projection
-        if (not _is_mul(node) or len(node.args) != 2 or node.kwargs or len(node.users) != 1
-                or not all(isinstance(v, torch.fx.Node) for v in node.args)):
+        product = _se_product(node)
+        if product is None or len(node.users) != 1:
             continue
-        a, scale = node.args
-        if a not in _ancestors(scale):  # s is computed from a (SE's pooled a)
-            a, scale = scale, a
-            if a not in _ancestors(scale):
-                continue
+        a, scale = product
         dst = next(iter(node.users))
         target = module(dst)
         conv = target.conv if isinstance(target, OneDNNConvAdd) else target
@@ -1086,34 +1098,19 @@ def _rewrite_block(gm: torch.fx.GraphModule) -> FusionCounts:
                 or len(dst.args) != (2 if isinstance(target, OneDNNConvAdd) else 1)
                 or not _is_pointwise(conv)):
             continue
-        name = _free_name(modules, "scaled_conv")
-        modules[name] = ScaledPointwiseConv(target, overwritable(a, node, scale))
-        gm.add_submodule(name, modules[name])
-        with gm.graph.inserting_before(dst):
-            new = gm.graph.call_module(name, (a, scale, *dst.args[1:]))
-        dst.replace_all_uses_with(new)
+        dst.replace_all_uses_with(
+            call_new("scaled_conv", ScaledPointwiseConv(target, overwritable(a, node, scale)),
+                     dst, (a, scale, *dst.args[1:])))
         gm.graph.erase_node(dst)
         gm.graph.erase_node(node)
         scales += 1
 
     in_place = 0
     for node in list(gm.graph.nodes):  # the other SE scales: a * s into a where a is dead after
-        if (not _is_mul(node) or len(node.args) != 2 or node.kwargs
-                or not all(isinstance(v, torch.fx.Node) for v in node.args)):
+        product = _se_product(node)
+        if product is None or not overwritable(product[0], node, product[1]):
             continue
-        a, scale = node.args
-        if a not in _ancestors(scale):  # s is computed from a (SE's pooled a)
-            a, scale = scale, a
-            if a not in _ancestors(scale):
-                continue
-        if not overwritable(a, node, scale):
-            continue
-        name = _free_name(modules, "scale_in_place")
-        modules[name] = ScaleInPlace()
-        gm.add_submodule(name, modules[name])
-        with gm.graph.inserting_before(node):
-            new = gm.graph.call_module(name, (a, scale))
-        node.replace_all_uses_with(new)
+        node.replace_all_uses_with(call_new("scale_in_place", ScaleInPlace(), node, product))
         gm.graph.erase_node(node)
         in_place += 1
 
@@ -1125,12 +1122,8 @@ def _rewrite_block(gm: torch.fx.GraphModule) -> FusionCounts:
         if (not isinstance(dims, (tuple, list)) or sorted(dims) not in ([2, 3], [-2, -1])
                 or node.kwargs != {"keepdim": True}):
             continue
-        name = _free_name(modules, "spatial_mean")
-        modules[name] = SpatialMean()
-        gm.add_submodule(name, modules[name])
-        with gm.graph.inserting_before(node):
-            new = gm.graph.call_module(name, (node.args[0],))
-        node.replace_all_uses_with(new)
+        node.replace_all_uses_with(call_new("spatial_mean", SpatialMean(), node,
+                                            (node.args[0],)))
         gm.graph.erase_node(node)
         means += 1
 
