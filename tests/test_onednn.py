@@ -105,6 +105,11 @@ def test_residual_sums_fused_and_exact(name, adds, inplace, scaled):
     assert rep.scales_in_place == (4 if scaled else 0)
     assert rep.spatial_means == (16 if scaled else 0)  # every SE block's squeeze
     assert type(fast) is type(model) and hasattr(fast, "forward_features")
+    # the identities folding left are gone from the rewritten blocks' graphs (a call each)
+    graphs = [m for m in fast.modules() if isinstance(m, torch.fx.GraphModule)]
+    assert graphs and not any(
+        n.op == "call_module" and type(gm.get_submodule(n.target)) is nn.Identity
+        for gm in graphs for n in gm.graph.nodes)
     # another batch and size than the example: nothing was baked in by tracing
     x = torch.randn(3, 3, 96, 80, generator=_gen(3))
     seen, hooks = _record_block_inputs(fast)
@@ -221,6 +226,34 @@ def test_small_calls_take_the_plain_ops(monkeypatch):
             torch.testing.assert_close(conv1(x), F.relu(F.conv2d(x, conv1.weight, conv1.bias)),
                                        atol=1e-4, rtol=1e-4)
     assert calls == [(2, 16, 3, 3), (4, 64, 32, 32)]
+
+
+def test_pointwise_conv_on_a_1x1_map_is_a_linear_layer(monkeypatch):
+    """Squeeze-and-excitation's FCs: a 1x1 conv on a 1x1 map runs as F.linear (ATen's conv
+    takes its im2col path there); the same values for any stride, with gradients too."""
+    calls = []
+    real = F.linear
+    monkeypatch.setattr(F, "linear", lambda *a: calls.append(tuple(a[0].shape)) or real(*a))
+    for stride, act in ((1, nn.ReLU()), (2, nn.Sigmoid()), (1, None)):
+        conv = nn.Conv2d(32, 8, 1, stride=stride).eval()
+        fused = opt.OneDNNConv2d(conv, act, (0, 0))
+        x = torch.randn(3, 32, 1, 1, generator=_gen(11)).contiguous(
+            memory_format=torch.channels_last)
+        want = F.conv2d(x, conv.weight, conv.bias, stride=stride)
+        want = act(want) if act is not None else want
+        with torch.inference_mode():
+            got = fused(x)
+        assert got.shape == (3, 8, 1, 1)
+        torch.testing.assert_close(got, want)
+    assert calls == [(3, 32)] * 3
+    x = torch.randn(2, 32, 1, 1, requires_grad=True, generator=_gen(12))
+    fused(x).sum().backward()
+    assert x.grad is not None and conv.weight.grad is not None
+    torch.testing.assert_close(x.grad.flatten(1), conv.weight.flatten(1).sum(0).expand(2, 32))
+    # a padded 1x1 conv's output is 3x3 there: the conv itself
+    padded = opt.OneDNNConv2d(nn.Conv2d(32, 8, 1, padding=1).eval(), None, (1, 1))
+    with torch.inference_mode():
+        assert padded(x).shape == (2, 8, 3, 3) and len(calls) == 4
 
 
 def test_densenet_bn_after_conv_folded_in_the_graph():
@@ -667,6 +700,47 @@ def test_winograd_falls_back_where_it_does_not_apply(small_winograd, monkeypatch
     monkeypatch.setattr(opt, "WINOGRAD_MIN_IN", 9)
     assert not opt.WinogradConv2d.applies_to(opt.OneDNNConv2d(nn.Conv2d(8, 8, 3, padding=1),
                                                               None, (1, 1)))
+
+
+def test_winograd_narrow_convs_only_on_small_maps(small_winograd, monkeypatch):
+    """Below WINOGRAD_MIN_OUT output channels (ResNet's 128-channel stage) Winograd runs only
+    up to WINOGRAD_NARROW_MAX_TILES tiles, and only where in channels <= out channels."""
+    monkeypatch.setattr(opt, "WINOGRAD_MIN_OUT", 16)
+    monkeypatch.setattr(opt, "WINOGRAD_NARROW_OUT", 8)
+    monkeypatch.setattr(opt, "WINOGRAD_NARROW_MAX_TILES", 12)
+    for cin, cout in ((16, 8), (4, 4)):  # more in than out; out under WINOGRAD_NARROW_OUT
+        assert not opt.WinogradConv2d.applies_to(
+            opt.OneDNNConv2d(nn.Conv2d(cin, cout, 3, padding=1), None, (1, 1)))
+    ran = []
+    real = opt.WinogradConv2d.transformed_weight
+    monkeypatch.setattr(opt.WinogradConv2d, "transformed_weight",
+                        lambda self: ran.append(self.out_channels) or real(self))
+    narrow, wide = _winograd_conv(8, 8, nn.ReLU()), _winograd_conv(8, 16, nn.ReLU())
+    # 9 and 12 tiles: Winograd; 16 tiles: the direct conv for the narrow one only
+    for shape, expect in (((1, 8, 6, 6), [8, 16]), ((2, 8, 6, 4), [8, 16]),
+                          ((1, 8, 8, 8), [16])):
+        ran.clear()
+        x = torch.randn(*shape, generator=_gen(24))
+        for conv, wino in (narrow, wide):
+            with torch.inference_mode():
+                got = wino(x)
+            torch.testing.assert_close(got, F.relu(F.conv2d(x, conv.weight, conv.bias,
+                                                              padding=1)), atol=1e-5, rtol=1e-5)
+        assert ran == expect
+
+
+def test_winograd_scratch_views_follow_the_shape(small_winograd):
+    """The scratch views are kept per shape; a shape that another one's input overwrote gets
+    its zero border back, and growing the buffers drops the old views."""
+    conv, wino = _winograd_conv(8, 8, None)
+    opt.free_winograd_workspace()
+    for shape in ((1, 8, 6, 10), (1, 8, 10, 6), (1, 8, 6, 10), (2, 8, 12, 12), (1, 8, 10, 6)):
+        x = torch.randn(*shape, generator=_gen(25)) + 3  # no zeros at the border
+        with torch.inference_mode():
+            got = wino(x)
+        torch.testing.assert_close(got, F.conv2d(x, conv.weight, conv.bias, padding=1),
+                                   atol=1e-4, rtol=1e-5)
+    assert opt.free_winograd_workspace() > 0
 
 
 def test_winograd_weight_follows_changes_copies_and_threads(small_winograd):

@@ -35,7 +35,8 @@
   their strided views (``StridedMaxPool2d``), without the int64 indices ATen's kernel writes.
   Float32 3x3 stride-1 convs with enough channels and tiles run by Winograd's F(2x2, 3x3)
   (``WinogradConv2d``, Lavin & Gray 2016): 2.25x fewer multiply-adds, as 16 GEMMs between
-  small-GEMM transforms (VGG-16's conv3-conv5, ResNet's 256-channel stage).
+  small-GEMM transforms (VGG-16's conv3-conv5, ResNet's 256-channel stage, and its 128-channel
+  stage at batch 1-2). A 1x1 conv on a 1x1 map (SE's FCs) runs as a linear layer.
   Why it pays on top of folding and NHWC, from op-level profiles on the
   benchmark machine: PyTorch sends a stride-1 1x1 conv at batch < 16 on one thread to its
   im2col/GEMM fallback, which copies NHWC activations to NCHW and back; the separate add and
@@ -351,6 +352,7 @@ class OneDNNConv2d(nn.Conv2d):
         # what each call needs, read once (a call's Python overhead is per conv; EfficientNet-B0
         # makes 70 of them at batch 1, in ~20 ms)
         self._ungrouped_1x1 = self.kernel_size == (1, 1) and self.groups == 1
+        self._linear_on_1x1 = self._ungrouped_1x1 and tuple(padding) == (0, 0)
         self._geometry = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -361,8 +363,9 @@ class OneDNNConv2d(nn.Conv2d):
         """Whether the oneDNN path applies to this call: CPU, matching dtype, no autograd, and
         more than one pixel. On a 1x1 map (squeeze-and-excitation's convs on pooled features)
         a conv is a matrix-vector product and oneDNN's fixed cost per call dominates: 56 us
-        against 11 us for F.conv2d + SiLU at 672 -> 28 channels, batch 1. ``w``: the weight,
-        where the caller has already read it."""
+        against 11 us for F.conv2d + SiLU at 672 -> 28 channels, batch 1 (``forward`` runs an
+        unpadded 1x1 conv there as F.linear). ``w``: the weight, where the caller has already
+        read it."""
         if x.ndim != 4:
             return False
         w = self.weight if w is None else w
@@ -390,6 +393,12 @@ class OneDNNConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
         if not self.fused_ok(x, w):
+            if self._linear_on_1x1 and x.ndim == 4 and x.shape[-2:] == (1, 1):
+                # a 1x1 conv on a 1x1 map (squeeze-and-excitation's FCs) is a linear layer;
+                # F.conv2d takes ATen's im2col path there, with its fills and copies
+                n = x.shape[0]
+                y = F.linear(x.reshape(n, -1), w.reshape(self.out_channels, -1), self.bias)
+                return self.act(y.view(n, -1, 1, 1))
             return self.act(super().forward(x))
         return torch.ops.mkldnn._convolution_pointwise(
             x, self.packed_weight(x, w), self.bias, *self._geometry, self.post_op,
@@ -407,26 +416,88 @@ _WINO_BB = torch.kron(torch.tensor(_WINO_BT, dtype=torch.float32),
                       torch.tensor(_WINO_BT, dtype=torch.float32))
 _WINO_AA = torch.kron(torch.tensor(_WINO_AT, dtype=torch.float32),
                       torch.tensor(_WINO_AT, dtype=torch.float32))
-# the sizes where it beat oneDNN's direct 3x3 convolution on this project's benchmark machine
+# the sizes where it beat oneDNN's direct 3x3 convolution on this project's benchmark machines
 # (one thread; see WinogradConv2d): channels in / out, and 2x2 output tiles per call
 WINOGRAD_MIN_IN, WINOGRAD_MIN_OUT, WINOGRAD_MIN_TILES = 128, 256, 32
+# narrower convs (out channels from WINOGRAD_NARROW_OUT up to WINOGRAD_MIN_OUT, in channels up
+# to out) only while the scratch stays small: at most this many tiles
+WINOGRAD_NARROW_OUT, WINOGRAD_NARROW_MAX_TILES = 128, 400
 
 _workspace = threading.local()
 
 
 def _winograd_buffer(name: str, numel: int) -> torch.Tensor:
-    """A per-thread scratch buffer of at least ``numel`` float32s, kept between calls."""
+    """A per-thread scratch buffer of at least ``numel`` float32s, kept between calls. Growing
+    one drops the views that ``_winograd_views`` made of the old ones."""
     bufs = _workspace.__dict__.setdefault("bufs", {})
     buf = bufs.get(name)
     if buf is None or buf.numel() < numel:
         buf = bufs[name] = torch.empty(numel, dtype=torch.float32)  # whatever the default dtype
+        _workspace.__dict__.pop("views", None)
     return buf[:numel]
 
 
 def free_winograd_workspace() -> int:
     """Release this thread's ``WinogradConv2d`` scratch buffers; returns the bytes freed."""
+    _workspace.__dict__.pop("views", None)
     bufs = _workspace.__dict__.pop("bufs", {})
     return sum(b.numel() * b.element_size() for b in bufs.values())
+
+
+class _WinogradViews(NamedTuple):
+    """The views of the scratch buffers one input shape (n, h, w, c) and k output channels use
+    (see ``WinogradConv2d.forward``): made once per thread and shape instead of ~25 view calls
+    per conv (SE-ResNet-101 runs 23 convs of one shape in a row)."""
+
+    edges: tuple[torch.Tensor, ...]  # the padded map's border, zeroed when another shape wrote
+    interior: torch.Tensor  # where the input goes
+    windows: torch.Tensor  # the padded map's 4x4 windows, tap-major
+    d: torch.Tensor  # their copy, (4, 4, n, th, tw, c)
+    d16: torch.Tensor  # the same, (16, tiles * c)
+    v: torch.Tensor  # B^T d B, (16, tiles * c)
+    v3: torch.Tensor  # the same, (16, tiles, c)
+    m: torch.Tensor  # the products, (16, tiles, k)
+    m16: torch.Tensor  # the same, (16, tiles * k)
+    y: torch.Tensor  # A^T m A, (4, tiles * k)
+    y_tiles: torch.Tensor  # the same as (n, th, 2, tw, 2, k) output pixels
+
+
+def _winograd_views(n: int, h: int, w: int, c: int, k: int) -> _WinogradViews:
+    views = _workspace.__dict__.setdefault("views", {})
+    key = (n, h, w, c, k)
+    found = views.get(key)
+    if found is not None:
+        if _workspace.__dict__.get("padded_for") != key[:4]:
+            for edge in found.edges:  # another shape's input went into the padded buffer
+                edge.zero_()
+            _workspace.padded_for = key[:4]
+        return found
+    th, tw = h // 2, w // 2
+    tiles = n * th * tw
+    # the buffers first: growing one drops the views made so far
+    xp = _winograd_buffer("pad", n * (h + 2) * (w + 2) * c)
+    a = _winograd_buffer("a", 16 * tiles * max(c, k))
+    b = _winograd_buffer("b", max(16 * tiles * c, 4 * tiles * k))
+    xp = xp.view(n, h + 2, w + 2, c)  # the zero-padded input, channels last
+    # two scratch buffers, each reused once its first content is dead: a holds the tiles d,
+    # then the products m; b holds V, then the outputs y
+    d = a[:16 * tiles * c].view(4, 4, n, th, tw, c)
+    v = b[:16 * tiles * c].view(16, tiles * c)
+    m = a[:16 * tiles * k].view(16, tiles, k)
+    y = b[:4 * tiles * k].view(4, tiles * k)
+    found = _WinogradViews(
+        edges=(xp[:, 0], xp[:, -1], xp[:, :, 0], xp[:, :, -1]),
+        interior=xp[:, 1:h + 1, 1:w + 1],
+        # (N, th, tw, C, 4, 4) windows of the padded map (stride 2), as (4, 4, N, th, tw, C)
+        windows=xp.unfold(1, 4, 2).unfold(2, 4, 2).permute(4, 5, 0, 1, 2, 3),
+        d=d, d16=d.view(16, -1), v=v, v3=v.view(16, tiles, c), m=m, m16=m.view(16, -1), y=y,
+        y_tiles=y.view(2, 2, n, th, tw, k).permute(2, 3, 0, 4, 1, 5))
+    views = _workspace.__dict__.setdefault("views", {})  # (a new dict if a buffer grew)
+    views[key] = found
+    for edge in found.edges:
+        edge.zero_()
+    _workspace.padded_for = key[:4]
+    return found
 
 
 class WinogradConv2d(OneDNNConv2d):
@@ -445,11 +516,18 @@ class WinogradConv2d(OneDNNConv2d):
     slower with 64 input channels. At batch 1 it still pays from 49 tiles (a 14x14 map;
     SE-ResNet-101's 23 convs of 256 channels there: 6-8 % off the whole network, VGG-16: 27 %),
     though the transformed filters are 16/9 the direct ones' size and come from memory cold. Hence
-    ``WINOGRAD_MIN_IN`` / ``_OUT`` / ``_TILES``; any other call (odd height or width, bfloat16,
-    autograd) runs the direct oneDNN kernel. The transforms' scratch, two buffers of 16 x tiles x
-    channels floats plus the padded input (222 MiB for VGG-16 at batch 8, sized by its 256-channel
-    56x56 convs; 28 MiB at batch 1), is kept per thread between calls (``free_winograd_workspace``
-    releases it): a fresh buffer that size costs page faults on every call.
+    ``WINOGRAD_MIN_IN`` / ``_OUT`` / ``_TILES``. Narrower convs, from ``WINOGRAD_NARROW_OUT``
+    (128) output channels and no more input than output channels, pay only while the scratch is
+    small, up to ``WINOGRAD_NARROW_MAX_TILES`` (400) tiles: 128 -> 128 channels at 28x28 (ResNet's
+    second stage), on the AMD EPYC of benchmark run 8, 1.21x at batch 1 (196 tiles), 1.23x at
+    batch 2, even at batch 4 and 0.91x at batch 8; 256 -> 128 at batch 1, 0.98x. Any other call
+    (odd height or width, bfloat16, autograd) runs the direct oneDNN kernel. The views of the
+    scratch each input shape uses are made once per thread (``_winograd_views``).
+
+    The transforms' scratch, two buffers of 16 x tiles x channels floats plus the padded input
+    (222 MiB for VGG-16 at batch 8, sized by its 256-channel 56x56 convs; 28 MiB at batch 1), is
+    kept per thread between calls (``free_winograd_workspace`` releases it): a fresh buffer that
+    size costs page faults on every call.
 
     Arithmetic: exact in real numbers; in float32 the transforms add rounding of the order of the
     inputs' magnitude times 2^-24 per term (max |diff| against the direct kernel 3e-6 to 1e-5 on
@@ -468,7 +546,8 @@ class WinogradConv2d(OneDNNConv2d):
                 and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
                 and tuple(conv.padding) == (1, 1) and conv.weight.dtype == torch.float32
                 and conv.in_channels >= WINOGRAD_MIN_IN
-                and conv.out_channels >= WINOGRAD_MIN_OUT
+                and (conv.out_channels >= WINOGRAD_MIN_OUT
+                     or conv.in_channels <= conv.out_channels >= WINOGRAD_NARROW_OUT)
                 and type(conv.act) in (nn.Identity, nn.ReLU))
 
     def __getstate__(self) -> dict[str, Any]:
@@ -476,9 +555,12 @@ class WinogradConv2d(OneDNNConv2d):
 
     def winograd_ok(self, x: torch.Tensor) -> bool:
         n, _, h, w = x.shape if x.ndim == 4 else (0, 0, 1, 1)
+        tiles = n * (h // 2) * (w // 2)
+        narrow = self.out_channels < WINOGRAD_MIN_OUT
         return (x.ndim == 4 and x.device.type == "cpu" and x.dtype == torch.float32
                 and self.weight.dtype == torch.float32 and h % 2 == 0 and w % 2 == 0
-                and n * (h // 2) * (w // 2) >= WINOGRAD_MIN_TILES
+                and tiles >= WINOGRAD_MIN_TILES
+                and not (narrow and tiles > WINOGRAD_NARROW_MAX_TILES)
                 and not (torch.is_grad_enabled()
                          and (x.requires_grad or self.weight.requires_grad)))
 
@@ -497,35 +579,26 @@ class WinogradConv2d(OneDNNConv2d):
         if not self.winograd_ok(x):
             return super().forward(x)
         n, c, h, w = x.shape
-        k, th, tw = self.out_channels, h // 2, w // 2
-        tiles = n * th * tw
-        # the zero-padded input, channels last: (N, H + 2, W + 2, C)
-        xp = _winograd_buffer("pad", n * (h + 2) * (w + 2) * c).view(n, h + 2, w + 2, c)
-        for edge in (xp[:, 0], xp[:, -1], xp[:, :, 0], xp[:, :, -1]):
-            edge.zero_()
-        xp[:, 1:h + 1, 1:w + 1].copy_(x.permute(0, 2, 3, 1))
-        # d: the 16 taps of every 4x4 tile (stride 2), then V = B^T d B as one (16 x 16) product;
-        # two scratch buffers, each reused once its first content is dead: a holds the tiles d,
-        # then the products m; b holds V, then the outputs y
-        a = _winograd_buffer("a", 16 * tiles * max(c, k))
-        b = _winograd_buffer("b", max(16 * tiles * c, 4 * tiles * k))
-        d = a[:16 * tiles * c].view(4, 4, n, th, tw, c)
-        # (N, th, tw, C, 4, 4) windows of the padded map, one copy into tap-major order
-        d.copy_(xp.unfold(1, 4, 2).unfold(2, 4, 2).permute(4, 5, 0, 1, 2, 3))
-        v = b[:16 * tiles * c].view(16, tiles * c)
-        torch.mm(_WINO_BB, d.view(16, -1), out=v)
+        k = self.out_channels
+        vw = _winograd_views(n, h, w, c, k)
+        vw.interior.copy_(x.permute(0, 2, 3, 1))
+        # d: the 16 taps of every 4x4 tile, then V = B^T d B as one (16 x 16) product
+        vw.d.copy_(vw.windows)
+        torch.mm(_WINO_BB, vw.d16, out=vw.v)
         # M = U V: 16 independent (tiles x C) @ (C x K) products
-        m = a[:16 * tiles * k].view(16, tiles, k)
-        torch.bmm(v.view(16, tiles, c), self.transformed_weight(), out=m)
+        torch.bmm(vw.v3, self.transformed_weight(), out=vw.m)
         if self.bias is not None:
-            m[5].add_(self.bias)  # element (1, 1) reaches all four outputs with weight +1
+            vw.m[5].add_(self.bias)  # element (1, 1) reaches all four outputs with weight +1
         # Y = A^T M A, the four outputs of every tile, interleaved into (N, H, W, K)
-        y = b[:4 * tiles * k].view(4, tiles * k)
-        torch.mm(_WINO_AA, m.view(16, -1), out=y)
+        torch.mm(_WINO_AA, vw.m16, out=vw.y)
         out = torch.empty(n, h, w, k, dtype=x.dtype)
-        out.view(n, th, 2, tw, 2, k).copy_(y.view(2, 2, n, th, tw, k).permute(2, 3, 0, 4, 1, 5))
+        dst = out.view(n, h // 2, 2, w // 2, 2, k)
+        if self._relu:  # the ReLU on the way out: one pass over the output instead of two
+            torch.clamp_min(vw.y_tiles, 0, out=dst)
+        else:
+            dst.copy_(vw.y_tiles)
         out = out.permute(0, 3, 1, 2)  # (N, K, H, W), channels_last
-        return out.clamp_min_(0) if self._relu else self.act(out)
+        return out if self._relu else self.act(out)
 
 
 def winograd_convs(model: nn.Module) -> int:
@@ -1149,6 +1222,11 @@ def _rewrite_block(gm: torch.fx.GraphModule) -> FusionCounts:
                           means if (folded, acts, fused, scales, pools, in_place) != (0,) * 6
                           else 0)
     if any(counts):
+        for node in list(gm.graph.nodes):  # what folding left: a module call per identity
+            if (type(module(node)) is nn.Identity and len(node.args) == 1 and not node.kwargs
+                    and isinstance(node.args[0], torch.fx.Node)):
+                node.replace_all_uses_with(node.args[0])
+                gm.graph.erase_node(node)
         gm.graph.lint()
         gm.delete_all_unused_submodules()
         gm.recompile()
