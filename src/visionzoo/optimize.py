@@ -434,12 +434,14 @@ def _winograd_buffer(name: str, numel: int) -> torch.Tensor:
     if buf is None or buf.numel() < numel:
         buf = bufs[name] = torch.empty(numel, dtype=torch.float32)  # whatever the default dtype
         _workspace.__dict__.pop("views", None)
+        _workspace.__dict__.pop("padded_for", None)  # a new pad buffer has no zero border yet
     return buf[:numel]
 
 
 def free_winograd_workspace() -> int:
     """Release this thread's ``WinogradConv2d`` scratch buffers; returns the bytes freed."""
     _workspace.__dict__.pop("views", None)
+    _workspace.__dict__.pop("padded_for", None)
     bufs = _workspace.__dict__.pop("bufs", {})
     return sum(b.numel() * b.element_size() for b in bufs.values())
 
@@ -463,15 +465,19 @@ class _WinogradViews(NamedTuple):
 
 
 def _winograd_views(n: int, h: int, w: int, c: int, k: int) -> _WinogradViews:
-    views = _workspace.__dict__.setdefault("views", {})
     key = (n, h, w, c, k)
-    found = views.get(key)
-    if found is not None:
-        if _workspace.__dict__.get("padded_for") != key[:4]:
-            for edge in found.edges:  # another shape's input went into the padded buffer
-                edge.zero_()
-            _workspace.padded_for = key[:4]
-        return found
+    found = _workspace.__dict__.get("views", {}).get(key)
+    if found is None:
+        found = _make_winograd_views(n, h, w, c, k)  # may grow a buffer, dropping old views
+        _workspace.__dict__.setdefault("views", {})[key] = found
+    if _workspace.__dict__.get("padded_for") != key[:4]:
+        for edge in found.edges:  # a new buffer, or another shape's input went into it
+            edge.zero_()
+        _workspace.padded_for = key[:4]
+    return found
+
+
+def _make_winograd_views(n: int, h: int, w: int, c: int, k: int) -> _WinogradViews:
     th, tw = h // 2, w // 2
     tiles = n * th * tw
     # the buffers first: growing one drops the views made so far
@@ -485,19 +491,13 @@ def _winograd_views(n: int, h: int, w: int, c: int, k: int) -> _WinogradViews:
     v = b[:16 * tiles * c].view(16, tiles * c)
     m = a[:16 * tiles * k].view(16, tiles, k)
     y = b[:4 * tiles * k].view(4, tiles * k)
-    found = _WinogradViews(
+    return _WinogradViews(
         edges=(xp[:, 0], xp[:, -1], xp[:, :, 0], xp[:, :, -1]),
         interior=xp[:, 1:h + 1, 1:w + 1],
         # (N, th, tw, C, 4, 4) windows of the padded map (stride 2), as (4, 4, N, th, tw, C)
         windows=xp.unfold(1, 4, 2).unfold(2, 4, 2).permute(4, 5, 0, 1, 2, 3),
         d=d, d16=d.view(16, -1), v=v, v3=v.view(16, tiles, c), m=m, m16=m.view(16, -1), y=y,
         y_tiles=y.view(2, 2, n, th, tw, k).permute(2, 3, 0, 4, 1, 5))
-    views = _workspace.__dict__.setdefault("views", {})  # (a new dict if a buffer grew)
-    views[key] = found
-    for edge in found.edges:
-        edge.zero_()
-    _workspace.padded_for = key[:4]
-    return found
 
 
 class WinogradConv2d(OneDNNConv2d):
@@ -547,7 +547,8 @@ class WinogradConv2d(OneDNNConv2d):
                 and tuple(conv.padding) == (1, 1) and conv.weight.dtype == torch.float32
                 and conv.in_channels >= WINOGRAD_MIN_IN
                 and (conv.out_channels >= WINOGRAD_MIN_OUT
-                     or conv.in_channels <= conv.out_channels >= WINOGRAD_NARROW_OUT)
+                     or (WINOGRAD_NARROW_OUT <= conv.out_channels
+                         and conv.in_channels <= conv.out_channels))
                 and type(conv.act) in (nn.Identity, nn.ReLU))
 
     def __getstate__(self) -> dict[str, Any]:
