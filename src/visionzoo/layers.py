@@ -37,7 +37,6 @@ __all__ = [
     "default_cfg",
     "make_divisible",
     "pad_same",
-    "sum_into",
 ]
 
 
@@ -67,8 +66,8 @@ class ConvNormAct(nn.Sequential):
     """Conv2d -> BatchNorm2d -> activation; ``act=None`` leaves the activation out.
 
     ``padding=None`` is symmetric "half" padding, ``(k - 1) // 2`` (the papers' convention);
-    ``padding="same"`` is TensorFlow's "SAME" (see ``create_conv2d``). At inference the BN writes
-    into the conv's output (``batch_norm_into``); the modules and state dict are nn.Sequential's.
+    ``padding="same"`` is TensorFlow's "SAME" (see ``create_conv2d``). A plain ``nn.Sequential``
+    of submodules ``conv``, ``norm``, ``act``.
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
@@ -88,67 +87,9 @@ class ConvNormAct(nn.Sequential):
             self.add_module(key, module)
         self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self[0](x)
-        if len(self) > 1:  # the conv's output is fresh: inference normalises it in place
-            x = batch_norm_into(x, self[1], producer=self[0])
-        for module in list(self)[2:]:
-            x = module(x)
-        return x
-
-
-def _hooked(module: nn.Module) -> bool:
-    """Whether calling ``module`` would run forward hooks (its own or global ones)."""
-    from torch.nn.modules import module as _mod
-
-    return bool(module._forward_hooks or module._forward_pre_hooks
-                or getattr(_mod, "_global_forward_hooks", None)
-                or getattr(_mod, "_global_forward_pre_hooks", None))
-
-
-def _inference_in_place(x: torch.Tensor, module: nn.Module) -> bool:
-    """Whether ``module`` may write its result into its fresh input ``x``: autograd is off, ``x``
-    is a plain eager tensor (not traced, scripted, compiled or a tensor subclass) and no forward
-    hooks would see the module's input changed under them."""
-    return not (torch.is_grad_enabled() or type(x) is not torch.Tensor
-                or torch.jit.is_scripting() or torch.jit.is_tracing()
-                or torch.compiler.is_compiling() or _hooked(module))
-
-
-def batch_norm_into(x: torch.Tensor, bn: nn.Module, producer: nn.Module | None = None
-                    ) -> torch.Tensor:
-    """``bn(x)`` for a fresh ``x`` that nothing else reads (a conv's output): at inference
-    (autograd off, eval mode, running statistics) the normalised values are written into ``x``
-    instead of a new map. Same kernel, same values (bit-identical); what it saves is the
-    allocation: at batch 8 a 38 MB map is served by a fresh ``mmap`` whose first touch costs
-    about 0.4 ms/MB on the benchmark VM (benchmarks/results/README.md has what it gained per
-    model). Anything else -- training, autograd, another norm, forward hooks on ``bn`` or on
-    ``producer`` (the module that made ``x``, whose hook may keep its output) or global ones,
-    tracing, scripting, compiling -- calls ``bn(x)``, so graphs, exports and hooks see the
-    modules as written."""
-    if (type(bn) is not nn.BatchNorm2d or bn.training or bn.running_mean is None
-            or not _inference_in_place(x, bn) or x.dtype != bn.running_mean.dtype
-            or (producer is not None and _hooked(producer))):
-        return bn(x)
-    torch.ops.aten.native_batch_norm.out(x, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                                         False, 0.0, bn.eps, out=x, save_mean=x.new_empty(0),
-                                         save_invstd=x.new_empty(0))
-    return x
-
 
 def _takes_inplace(act: type[nn.Module]) -> bool:
     return act in (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.LeakyReLU)
-
-
-def sum_into(residual: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-    """A residual sum F(x) + x written into F(x), with no new map allocated (as torchvision's
-    ResNet ``out += identity``; an out-of-place sum costs a fresh 25 MB map per block at
-    ResNet-50's first stage, batch 8). ``residual`` must be fresh and unread by its producer's
-    backward: the branch's last op here is always a BN, a conv (BN folded) or the SE product;
-    ``DropPath`` in training returns a new tensor. Addition commutes exactly, so the result is
-    bit-identical to ``x + F(x)``."""
-    residual += shortcut
-    return residual
 
 
 class DropPath(nn.Module):
@@ -186,14 +127,12 @@ class SqueezeExcite(nn.Module):
     * scale F_scale, eq. (4): x~_c = s_c * u_c.
 
     ``act``/``gate`` replace ReLU/sigmoid (EfficientNet uses swish inside). The FCs are 1x1 convs,
-    the same linear maps on the pooled (N, C, 1, 1) tensor. ``inplace=True`` (set by blocks that
-    pass a fresh map) writes the scaled map into U at inference, as ``batch_norm_into`` does; like
-    ``nn.ReLU(inplace=True)``, a hook elsewhere that kept U without a copy then sees it scaled.
+    the same linear maps on the pooled (N, C, 1, 1) tensor.
     """
 
     def __init__(self, channels: int, ratio: float = 1 / 16, reduced: int | None = None,
                  act: type[nn.Module] = nn.ReLU, gate: type[nn.Module] = nn.Sigmoid,
-                 divisor: int = 1, inplace: bool = False):
+                 divisor: int = 1):
         super().__init__()
         if reduced is None:
             reduced = channels * ratio
@@ -203,13 +142,10 @@ class SqueezeExcite(nn.Module):
         self.act = act(inplace=True) if _takes_inplace(act) else act()
         self.fc2 = nn.Conv2d(reduced, channels, 1)  # W_2: C/r -> C
         self.gate = gate()
-        self.inplace = inplace  # the caller passes a fresh map: scale it in place at inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = x.mean((2, 3), keepdim=True)  # squeeze: (N, C, H, W) -> (N, C, 1, 1)
         s = self.gate(self.fc2(self.act(self.fc1(z))))  # excitation, eq. (3)
-        if self.inplace and _inference_in_place(x, self):
-            return x.mul_(s)  # scale, eq. (4), into U (same values, no new map)
         return x * s  # scale, eq. (4)
 
 

@@ -33,32 +33,10 @@ def _sdpa_cpu_backward_flops(grad_out, query, key, value, *_args, out_shape=None
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
-# visionzoo.optimize runs convs as oneDNN's fused ops (``OneDNNConv2d``, ``OneDNNConvAdd``); the
-# counter knows only ATen's convolution, so these count them the same way: 2 x output elements x
-# (C_in / groups) x kh x kw (the prepacked weight keeps its logical shape). The fused activation
-# and residual sum are not counted, as ATen's ReLU and add are not.
-def _conv_flops(out_shape, w_shape) -> int:
-    macs = w_shape[1] * w_shape[2] * w_shape[3]
-    for d in out_shape:
-        macs *= d
-    return 2 * macs
-
-
-def _onednn_conv_flops(*args, out_shape=None, **_kwargs) -> int:
-    # one packet, two signatures: (x, w, bias, padding, stride, dilation, groups, attr, scalars,
-    # algorithm) and the binary (x, other, w, bias, ...; in place: other, x, w, ...)
-    return _conv_flops(out_shape, args[1] if len(args) == 10 else args[2])
-
-
 _EXTRA_FLOP_FORMULAS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flops,
 }
-if hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
-    _EXTRA_FLOP_FORMULAS.update({
-        torch.ops.mkldnn._convolution_pointwise: _onednn_conv_flops,
-        torch.ops.mkldnn._convolution_pointwise_: _onednn_conv_flops,
-    })
 
 __all__ = ["Profile", "StageProfile", "VerifyRow", "count_params", "format_info", "format_verify",
            "profile", "verify"]
@@ -146,15 +124,8 @@ def profile(model: nn.Module | str, input_size: Sequence[int] | None = None,
     flops = counter.get_flop_counts()
     root = type(model).__name__
 
-    def module_macs(path: str) -> int:
-        key = f"{root}.{path}"
-        if key in flops:
-            return int(sum(flops[key].values())) // 2
-        # never called itself: an optimized block's graph calls its children directly (e.g. an
-        # SE module's convs); count its outermost descendants that were called
-        inner = [k for k in flops if k.startswith(key + ".")]
-        outer = [k for k in inner if not any(k.startswith(o + ".") for o in inner)]
-        return int(sum(sum(flops[k].values()) for k in outer)) // 2
+    def module_macs(path: str) -> int:  # a module with no counted op may have no entry
+        return int(sum(flops.get(f"{root}.{path}", {}).values())) // 2
 
     rows = []
     for spec in specs:

@@ -49,7 +49,6 @@ from visionzoo.layers import (
     ConvNormAct,
     StageSpec,
     ZooModel,
-    batch_norm_into,
     default_cfg,
 )
 from visionzoo.registry import ModelInfo, Published, register_model
@@ -74,19 +73,14 @@ class DenseLayer(nn.Module):
     def bottleneck(self, features: Sequence[torch.Tensor], update_stats: bool = True
                    ) -> torch.Tensor:
         """[x_0, ..., x_{l-1}] -> BN -> ReLU -> 1x1 conv: the part that memory grows with."""
-        # eq. (2): (N, k_0 + (l-1) k, H, W)
-        return self.bottleneck_concatenated(torch.cat(list(features), 1), update_stats)
-
-    def bottleneck_concatenated(self, x: torch.Tensor, update_stats: bool = True
-                                ) -> torch.Tensor:
-        """``bottleneck`` on the concatenation [x_0, ..., x_{l-1}] already made."""
+        x = torch.cat(list(features), 1)  # eq. (2): (N, k_0 + (l-1) k, H, W)
         bn = self.norm1
         if update_stats or not bn.training:
             x = bn(x)
         else:  # recomputation: same batch statistics; momentum 0 leaves the running averages
             x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, 0.0,
                              bn.eps)
-        return self.conv1(F.relu(x, inplace=True))  # x is BN's fresh output: no copy needed
+        return self.conv1(F.relu(x, inplace=True))  # x is BN's output, read by nothing else
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         if (self.memory_efficient and self.training and torch.is_grad_enabled()
@@ -101,19 +95,8 @@ class DenseLayer(nn.Module):
             x = checkpoint(recomputable, *features, use_reentrant=False)
         else:
             x = self.bottleneck(features)
-        return self.new_features(x)
-
-    def new_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The bottleneck's output -> BN -> ReLU -> 3x3 conv: the k new feature-maps."""
-        # x is conv1's fresh output: at inference BN writes into it (``batch_norm_into``)
-        x = batch_norm_into(self.drop(x), self.norm2, producer=self.conv1)
-        x = self.conv2(F.relu(x, inplace=True))
+        x = self.conv2(F.relu(self.norm2(self.drop(x)), inplace=True))  # -> the k new maps
         return self.drop(x)
-
-    def forward_concatenated(self, x: torch.Tensor) -> torch.Tensor:
-        """H_l on [x_0, ..., x_{l-1}] given as one tensor (e.g. a channel prefix of a buffer
-        that the block fills in place, ``visionzoo.optimize.DenseBlockBuffer``)."""
-        return self.new_features(self.bottleneck_concatenated(x))
 
 
 class DenseBlock(nn.ModuleList):

@@ -76,7 +76,6 @@ from visionzoo.layers import (
     ZooModel,
     default_cfg,
     make_divisible,
-    sum_into,
 )
 from visionzoo.registry import Deviation, ModelInfo, Published, Variant, register_model
 
@@ -225,8 +224,7 @@ class MBConv(nn.Module):
         self.depthwise = ConvNormAct(mid, mid, kernel, stride=stride, groups=mid, act=act,
                                      padding=padding, **bn)
         # SE squeezes to a quarter of the block's *input* channels, with swish inside
-        self.se = (SqueezeExcite(mid, reduced=max(1, int(in_chs * se_ratio)), act=act,
-                                 inplace=True)
+        self.se = (SqueezeExcite(mid, reduced=max(1, int(in_chs * se_ratio)), act=act)
                    if se_ratio else nn.Identity())
         self.project = ConvNormAct(mid, out_chs, 1, act=None, **bn)  # linear bottleneck
         self.has_skip = stride == 1 and in_chs == out_chs
@@ -235,7 +233,7 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.depthwise(self.expand(x))))
         if self.has_skip:
-            out = sum_into(self.drop_path(out), x)
+            out = self.drop_path(out) + x
         return out
 
 

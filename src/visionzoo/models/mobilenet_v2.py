@@ -51,7 +51,6 @@ from visionzoo.layers import (
     ZooModel,
     default_cfg,
     make_divisible,
-    sum_into,
 )
 from visionzoo.registry import ModelInfo, Published, Variant, register_model
 
@@ -121,7 +120,7 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.dw(self.expand(x)))
         if self.has_shortcut:
-            return sum_into(self.drop_path(out), x)
+            return x + self.drop_path(out)
         return out
 
 

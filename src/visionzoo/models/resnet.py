@@ -61,7 +61,6 @@ from visionzoo.layers import (
     ZooModel,
     default_cfg,
     shortcut_zero_pad,
-    sum_into,
 )
 from visionzoo.registry import Deviation, ModelInfo, Published, register_model
 
@@ -96,7 +95,7 @@ def make_shortcut(in_chs: int, out_chs: int, stride: int, option: str,
 
 def make_se(channels: int, se_ratio: float | None) -> nn.Module:
     """The SE block of SENet Fig. 3 (r = 1 / ``se_ratio``), or nothing when ``se_ratio`` is None."""
-    return SqueezeExcite(channels, ratio=se_ratio, inplace=True) if se_ratio else nn.Identity()
+    return SqueezeExcite(channels, ratio=se_ratio) if se_ratio else nn.Identity()
 
 
 class BasicBlock(nn.Module):
@@ -124,7 +123,8 @@ class BasicBlock(nn.Module):
         return self.se(self.conv2(self.conv1(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(sum_into(self.drop_path(self.residual(x)), self.shortcut(x)))
+        out = self.drop_path(self.residual(x))
+        return self.act(out + self.shortcut(x))  # eq. (1): y = F(x) + x
 
 
 class Bottleneck(nn.Module):
@@ -160,7 +160,8 @@ class Bottleneck(nn.Module):
         return self.se(self.conv3(self.conv2(self.conv1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(sum_into(self.drop_path(self.residual(x)), self.shortcut(x)))
+        out = self.drop_path(self.residual(x))
+        return self.act(out + self.shortcut(x))  # eq. (1): y = F(x) + x
 
 
 class ResNet(ZooModel):
