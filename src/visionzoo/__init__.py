@@ -1,10 +1,11 @@
 """visionzoo: the landmark image classifiers, written from their papers and verified.
 
 Public API (see DESIGN.md): list_models, model_info, create_model, port, save_checkpoint,
-load_checkpoint, profile, verify.
+load_checkpoint, profile, verify, optimize, deploy, load_deployed.
 """
 
 from visionzoo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from visionzoo.deploy import Deployed, DeployError, deploy, load_deployed
 from visionzoo.optimize import optimize
 from visionzoo.ports import PortError, list_ports, port
 from visionzoo.profile import profile, verify
@@ -21,14 +22,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "DeployError",
+    "Deployed",
     "ModelInfo",
     "PortError",
     "UnknownModelError",
     "__version__",
     "create_model",
+    "deploy",
     "list_models",
     "list_ports",
     "load_checkpoint",
+    "load_deployed",
     "model_info",
     "optimize",
     "port",

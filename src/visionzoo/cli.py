@@ -155,7 +155,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.weights and not args.model:
         raise UserError("--weights needs --model (the registered name the weights are for)")
-    model, names = load_classifier(args.model, args.weights, args.checkpoint)
+    if args.deployed:
+        from visionzoo.deploy import load_deployed
+        from visionzoo.predict import class_names_for
+
+        if args.runtime:
+            raise UserError("--deployed already names its runtime; drop --runtime")
+        model = load_deployed(args.deployed)
+        if args.model and model.name != args.model:
+            raise UserError(f"{args.deployed} holds {model.name}, not {args.model}")
+        names = class_names_for(model.num_classes) if model.num_classes else None
+    else:
+        model, names = load_classifier(args.model, args.weights, args.checkpoint)
+        if args.runtime:
+            from visionzoo.deploy import deploy
+
+            model = deploy(model, args.runtime, batch_size=args.batch_size,
+                           threads=args.threads)
+            print(f"visionzoo predict: {model.report.summary().splitlines()[0]}",
+                  file=sys.stderr)
     results = predict(model, args.images, names, topk=args.topk, batch_size=args.batch_size)
     failed = [r for r in results if isinstance(r, PredictError)]
     for r in failed:  # one line per unreadable file; the others still get their predictions
@@ -176,6 +194,11 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--weights", help="torchvision/timm/efficientnet_pytorch weights file")
     g.add_argument("--checkpoint", help="visionzoo checkpoint (.safetensors)")
+    g.add_argument("--deployed", metavar="DIR", help="a deployment saved by `visionzoo deploy`")
+    p.add_argument("--runtime", choices=["auto", "onnxruntime", "openvino", "torch"],
+                   help="run on an engine (visionzoo.deploy; parity-checked) instead of eager "
+                        "PyTorch")
+    p.add_argument("--threads", type=int, help="engine threads (default: torch's)")
     p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -324,7 +347,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from visionzoo.checkpoint import load_checkpoint
-    from visionzoo.export import EXPORT_SUFFIX, export_model
+    from visionzoo.export import EXPORT_SUFFIX, MissingExtraError, export_model
     from visionzoo.registry import create_model, model_info
 
     info = model_info(args.model)  # unknown names fail here, with suggestions
@@ -338,6 +361,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = args.out or f"{args.model}{EXPORT_SUFFIX[args.format]}"
     try:
         result = export_model(model, out, args.format, size, dynamic_batch=args.dynamic_batch)
+    except MissingExtraError:
+        raise
     except Exception as e:  # noqa: BLE001 - exporter failures are reported in one line
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
         raise UserError(f"{args.format} export of {args.model} failed: "
@@ -390,6 +415,119 @@ COMMANDS += [
 ]
 
 
+# ---------------------------------------------------------------------------------------------
+# deploy (visionzoo.deploy does the work)
+# ---------------------------------------------------------------------------------------------
+
+
+def _model_for(args: argparse.Namespace) -> Any:
+    """The model named by MODEL and one of --weights / --checkpoint / --random."""
+    from visionzoo.registry import create_model, model_info
+
+    model_info(args.model)  # unknown names fail here, with suggestions
+    if args.checkpoint:
+        from visionzoo.checkpoint import load_checkpoint
+
+        model = load_checkpoint(args.checkpoint)
+        if getattr(model, "model_name", args.model) != args.model:
+            raise UserError(f"{args.checkpoint} holds {model.model_name}, not {args.model}")
+        return model.eval()
+    if args.weights:
+        return create_model(args.model, pretrained=args.weights).eval()
+    from visionzoo.layers import randomize_weights_
+
+    return randomize_weights_(create_model(args.model)).eval()
+
+
+def _calibration_images(paths: Sequence[str], cfg: dict[str, Any]) -> Any:
+    """Calibration images for int8 from files / folders, preprocessed as the model's eval."""
+    from pathlib import Path
+
+    import torch
+
+    from visionzoo.data.datasets import IMG_EXTENSIONS
+    from visionzoo.data.transforms import ImageError, PretrainedEvalTransform, load_image
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMG_EXTENSIONS)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UserError(f"--calibration: {p} does not exist")
+    transform = PretrainedEvalTransform.from_cfg(cfg)
+    images = []
+    for f in files:
+        try:
+            images.append(transform(load_image(f, min_size=transform.min_size)))
+        except ImageError as e:
+            raise UserError(f"--calibration: {e}") from None
+    if not images:
+        raise UserError("--calibration holds no images")
+    return torch.stack(images)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from visionzoo.deploy import deploy
+
+    model = _model_for(args)
+    calibration = agreement_images = None
+    if args.dtype == "int8":
+        if args.calibration:
+            calibration = _calibration_images(args.calibration, model.pretrained_cfg)
+        elif args.photos:
+            from visionzoo.photos import real_photos
+
+            cfg = model.pretrained_cfg
+            kw = {k: cfg[k] for k in ("input_size", "mean", "std", "crop_pct") if k in cfg}
+            calibration = real_photos(**kw, views=8, seed=1)
+            agreement_images = real_photos(**kw, views=8, seed=2)
+        else:
+            raise UserError("--dtype int8 needs --calibration IMAGES (files or folders of real "
+                            "images) or --photos (scikit-image's bundled photos)")
+    from visionzoo.deploy import DEFAULT_MIN_AGREEMENT
+
+    min_agreement = DEFAULT_MIN_AGREEMENT if args.min_agreement is None else args.min_agreement
+    deployed = deploy(model, args.runtime, batch_size=args.batch_size, dtype=args.dtype,
+                      threads=args.threads, calibration=calibration,
+                      min_agreement=min_agreement, agreement_images=agreement_images)
+    print(deployed.report.summary())
+    if args.out:
+        print(f"wrote {deployed.save(args.out)}")
+    return 0
+
+
+def _add_deploy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--weights", help="torchvision/timm/efficientnet_pytorch weights file")
+    g.add_argument("--checkpoint", help="visionzoo checkpoint (.safetensors)")
+    g.add_argument("--random", action="store_true", help="seeded random weights (for timing)")
+    p.add_argument("--runtime", default="auto",
+                   choices=["auto", "onnxruntime", "openvino", "torch"],
+                   help="engine (default auto: build, check and time each installed one)")
+    p.add_argument("--out", metavar="DIR", help="save the deployment (load_deployed / "
+                   "`visionzoo predict --deployed DIR`)")
+    p.add_argument("-b", "--batch-size", type=int, default=1,
+                   help="batch the engines are tuned and timed for (default 1)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bf16", "int8"])
+    p.add_argument("-j", "--threads", type=int, help="engine threads (default: torch's)")
+    p.add_argument("--calibration", nargs="+", metavar="IMAGES",
+                   help="int8: image files or folders to calibrate on")
+    p.add_argument("--photos", action="store_true",
+                   help="int8: calibrate and judge on scikit-image's bundled photos")
+    p.add_argument("--min-agreement", type=float, default=None,
+                   help="int8: refuse below this top-1 agreement with float32 (default "
+                        "visionzoo.deploy.DEFAULT_MIN_AGREEMENT)")
+
+
+COMMANDS += [
+    ("deploy", "run a model on onnxruntime / OpenVINO / torch.compile, parity-checked, the "
+     "fastest picked", _add_deploy, cmd_deploy),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="visionzoo",
@@ -409,13 +547,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from visionzoo.checkpoint import CheckpointError
+    from visionzoo.deploy import DeployError
+    from visionzoo.export import MissingExtraError
     from visionzoo.ports import PortError
     from visionzoo.registry import UnknownModelError
 
     try:
         return int(args.handler(args) or 0)
     except (UserError, UnknownModelError, PortError, CheckpointError, FileNotFoundError,
-            ValueError) as e:
+            ValueError, DeployError, MissingExtraError) as e:
         print(f"visionzoo {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -18,8 +18,9 @@ import torch
 import torch.nn as nn
 
 __all__ = ["EXPORT_FORMATS", "PARITY_TOLERANCE", "ExportError", "ExportResult", "MatrixCell",
-           "MatrixRow", "export_matrix_row", "export_model", "export_onnx", "export_program",
-           "export_torchscript", "format_matrix", "load_exported", "onnx_max_abs_diff", "parity"]
+           "MatrixRow", "MissingExtraError", "export_matrix_row", "export_model", "export_onnx",
+           "export_program", "export_torchscript", "format_matrix", "load_exported",
+           "onnx_max_abs_diff", "parity"]
 
 DEFAULT_OPSET = 18
 
@@ -36,19 +37,35 @@ def _example_input(model: nn.Module, input_size: Sequence[int] | None, batch: in
     return torch.randn((batch, *size), generator=g).to(device)
 
 
+class MissingExtraError(ImportError):
+    """An optional dependency that is not installed; the message names the pip extra."""
+
+
+def _require_onnx() -> None:
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m)
+               is None]
+    if missing:
+        raise MissingExtraError(f"ONNX export needs {', '.join(missing)}: pip install "
+                                f"'visionzoo[onnx]'")
+
+
 def export_onnx(model: nn.Module, path: str | Path, input_size: Sequence[int] | None = None,
-                dynamic_batch: bool = False, *, opset: int = DEFAULT_OPSET) -> Path:
+                dynamic_batch: bool = False, *, opset: int = DEFAULT_OPSET,
+                batch: int = 1) -> Path:
     """Write ``model`` (in eval mode) as one self-contained ONNX file; returns its path.
 
     ``input_size`` is (C, H, W), by default the model's ``pretrained_cfg`` size; the graph is
     specialised to that H x W. ``dynamic_batch`` makes the batch dimension symbolic (named
-    "batch"); otherwise it is 1.
+    "batch"); otherwise it is ``batch``. Needs the ``[onnx]`` extra (onnx, onnxscript).
     """
+    _require_onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # batch 2 when the batch is symbolic, so the exporter cannot specialise it to 1
-    x = _example_input(model, input_size, batch=2 if dynamic_batch else 1)
-    dynamic_shapes = {"x": {0: torch.export.Dim("batch")}} if dynamic_batch else None
+    x = _example_input(model, input_size, batch=2 if dynamic_batch else batch)
+    dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     was_training = model.training
     model.eval()
     try:

@@ -109,14 +109,15 @@ def _chunks(items: list[Any], n: int) -> Iterable[list[Any]]:
         yield items[i:i + n]
 
 
-def predict(model: nn.Module, images: Sequence[str | Path],
+def predict(model: nn.Module | Any, images: Sequence[str | Path],
             class_names: Sequence[str] | None = None, topk: int = 5, batch_size: int = 8,
             transform: PretrainedEvalTransform | None = None) -> list[Prediction | PredictError]:
     """Top-``topk`` classes of each image file, in the order given.
 
     A file that cannot be read becomes a ``PredictError`` at its place; the others are classified
-    in batches of ``batch_size`` on the model's device. ``transform`` defaults to the one the
-    model's ``pretrained_cfg`` describes.
+    in batches of ``batch_size`` on the model's device. ``model`` may also be a
+    ``visionzoo.deploy.Deployed`` (an engine: CPU float32 batches). ``transform`` defaults to the
+    one the model's ``pretrained_cfg`` describes.
     """
     if topk < 1:
         raise ValueError(f"topk must be at least 1; got {topk}")
@@ -125,7 +126,9 @@ def predict(model: nn.Module, images: Sequence[str | Path],
                                                      {"input_size": (3, 224, 224)})
     num_classes = int(getattr(model, "num_classes", 0)) or None
     names = list(class_names) if class_names is not None else None
-    param = next(model.parameters(), None)
+    # a visionzoo.deploy.Deployed (an engine) takes CPU float32 batches and has no parameters
+    is_module = isinstance(model, nn.Module)
+    param = next(model.parameters(), None) if is_module else None
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
 
@@ -136,8 +139,9 @@ def predict(model: nn.Module, images: Sequence[str | Path],
             ready.append((i, transform(load_image(path, min_size=transform.min_size))))
         except ImageError as e:
             results[i] = PredictError(str(path), str(e))
-    was_training = model.training
-    model.eval()
+    was_training = model.training if is_module else False
+    if is_module:
+        model.eval()
     try:
         for chunk in _chunks(ready, max(1, batch_size)):
             batch = torch.stack([x for _, x in chunk]).to(device=device, dtype=dtype)
@@ -152,7 +156,8 @@ def predict(model: nn.Module, images: Sequence[str | Path],
                                         [(c, names[c], p) for c, p in zip(i_row, p_row,
                                                                           strict=True)])
     finally:
-        model.train(was_training)
+        if is_module:
+            model.train(was_training)
     return [r for r in results if r is not None]
 
 
