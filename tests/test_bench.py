@@ -100,6 +100,30 @@ def test_ratio_definition_on_synthetic_rounds():
     assert (timm.lat_p50_ms, timm.lat_p90_ms) == pytest.approx((50, 90))  # linear interpolation
 
 
+def test_engine_rows_are_compared_with_the_faster_eager_reference():
+    # the same rounds as above, plus an engine at 40 img/s: it is no reference of ours (ours'
+    # ratio is unchanged) and its own ratio is against timm, the faster eager reference
+    C = bench_mod._Candidate
+    cands = [C("visionzoo", "m", "", object(), {}), C("torchvision", "m", "", object(), {}),
+             C("timm", "m", "", object(), {}),
+             C("openvino", "m", "", object(), {}, kind="engine", like=1, train=False)]
+    times = {0: [[0.1, 0.1]] * 3, 1: [[0.2]] * 3, 2: [[0.1], [0.05], [0.05]],
+             3: [[0.025]] * 3}
+    base = {"model": "m", "size": 8, "threads": 1, "device": "cpu"}
+    stats = {0: (10, 100), 1: (10, 100), 2: (10, 100)}
+    mem = {"0": 1.0, "1": 1.0, "2": 1.0, "3": 5.0}
+    ours, tv, timm, ov = bench_mod._rows_for(cands, dict(enumerate(cands)), times, {}, "infer",
+                                             1, base, stats, mem)
+    assert ours.ratio == pytest.approx(0.5) and tv.ratio == pytest.approx(2.0)
+    assert ov.img_s == pytest.approx(40) and ov.ratio == pytest.approx(2.0)  # 4, 2, 2
+    assert ov.img_s_rounds == pytest.approx([40, 40, 40])
+    assert timm.img_s_rounds == pytest.approx([10, 20, 20])
+    assert (ov.params, ov.macs) == (10, 100)  # those of the model it runs
+    assert ov.peak_mem_mb is None and ours.peak_mem_mb == 1.0  # engines: no memory
+    assert bench_mod._rows_for(cands, dict(enumerate(cands)), times, {}, "train", 1, base,
+                               stats, mem)[-1].impl == "timm"  # inference-only
+
+
 def test_median_interval_order_statistics_and_coverage():
     # n = 15: k = 4, coverage 1 - 2 * (1 + 15 + 105 + 455) / 2**15 = 0.9648 (k = 5: 0.882)
     lo, hi, cov = bench_mod.median_interval(list(range(15, 0, -1)))
@@ -184,6 +208,26 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def test_cli_bench_compare_has_the_engines_as_rows():
+    proc = _cli("mobilenet_v1", "--batch", "1", "--size", "32", "--threads", "1", "--repeats",
+                "2", "--min-time", "0.01", "--warmup", "1", "--compare", "--no-memory",
+                "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["rows"]
+    infer = {r["impl"]: r for r in rows if r["mode"] == "infer"}
+    # MobileNet V1's reference is timm's (torchvision has none): the engines run timm's model
+    assert {"visionzoo", "timm", "onnxruntime", "openvino", "torch.compile",
+            "visionzoo+deploy"} <= set(infer)
+    for impl in ("onnxruntime", "openvino", "torch.compile", "visionzoo+deploy"):
+        r = infer[impl]
+        assert not r["error"] and r["ratio"] > 0 and r["max_diff"] <= 1e-3, r
+    assert infer["visionzoo+deploy"]["config"].startswith("auto -> ")
+    proc = _cli("mobilenet_v1", "--batch", "1", "--size", "32", "--threads", "1", "--repeats",
+                "1", "--min-time", "0.01", "--warmup", "1", "--compare", "--no-engines",
+                "--no-memory", "--format", "json")
+    assert {r["impl"] for r in json.loads(proc.stdout)["rows"]} == {"visionzoo", "timm"}
+
+
 def test_cli_bench(tmp_path):
     prefix = tmp_path / "out" / "r"
     proc = _cli("resnet2?", "--batch", "1,2", "--size", "32", "--threads", "1", "--repeats", "1",
@@ -211,6 +255,62 @@ def test_cli_bench(tmp_path):
     assert unknown.returncode == 1 and len(unknown.stderr.strip().splitlines()) == 1
 
 
+@pytest.fixture(scope="module")
+def engine_report():
+    return bench_mod.bench("resnet18", batches=(1,), size=32, threads=1, engines=True,
+                           repeats=2, min_time=0.02, warmup=1, memory=False)
+
+
+def test_engine_rows(engine_report):
+    assert engine_report.settings["engines"] and engine_report.settings["compare"]
+    rows = {r.impl: r for r in engine_report.rows}
+    assert list(rows) == ["visionzoo", "torchvision", "timm", "onnxruntime", "openvino",
+                          "torch.compile", "visionzoo+deploy"]
+    for impl in (*bench_mod.ENGINES, bench_mod.OURS_DEPLOY):
+        r = rows[impl]
+        assert not r.error and r.img_s > 0 and r.mode == "infer", r
+        assert r.ratio_lo <= r.ratio <= r.ratio_hi and r.ratio > 0
+        assert len(r.img_s_rounds) == 2
+        # the same weights as our eager model, run by another engine: float32 rounding only
+        assert r.max_diff is not None and r.max_diff <= 1e-3
+        assert r.params == rows["visionzoo"].params and r.macs == rows["torchvision"].macs
+        assert r.peak_mem_mb is None
+    for impl in bench_mod.ENGINES:  # the baselines run torchvision's model
+        assert rows[impl].name == "resnet18" and rows[impl].config
+    assert "ORT_ENABLE_ALL" in rows["onnxruntime"].config
+    assert "f32" in rows["openvino"].config  # not OpenVINO's bf16 default on bf16 CPUs
+    choice = rows["visionzoo+deploy"].config
+    assert choice.startswith("auto -> ") and choice[8:] in ("onnxruntime", "openvino", "torch")
+    md = engine_report.to_markdown()
+    assert "| resnet18 | onnxruntime:resnet18 |" in md and "| visionzoo+deploy | auto -> " in md
+    header = engine_report.to_csv().splitlines()[0]
+    assert header.endswith(",error,img_s_rounds")
+
+
+def test_missing_or_failing_engine_gives_an_error_row(monkeypatch):
+    import importlib
+
+    deploy_mod = importlib.import_module("visionzoo.deploy")  # the package re-exports deploy()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("no C++ compiler here")
+
+    monkeypatch.setattr(bench_mod, "_torch_compile", broken)
+    monkeypatch.setattr(deploy_mod, "available_runtimes", lambda: [])
+    report = bench_mod.bench("resnet18", batches=(1,), size=32, threads=1, engines=True,
+                             repeats=1, min_time=0.01, warmup=1, memory=False)
+    rows = {r.impl: r for r in report.rows}
+    assert rows["onnxruntime"].error.startswith("not installed")
+    assert "no C++ compiler here" in rows["torch.compile"].error
+    assert "no runtime is installed" in rows["visionzoo+deploy"].error
+    for impl in ("onnxruntime", "torch.compile", "visionzoo+deploy"):
+        assert rows[impl].img_s is None and rows[impl].ratio is None
+    # the others still ran
+    assert rows["openvino"].img_s > 0 and rows["visionzoo"].img_s > 0
+    assert "error:" in report.to_markdown()
+
+
 def test_summary_verdicts_use_the_interval(tmp_path):
     import importlib.util
 
@@ -219,26 +319,53 @@ def test_summary_verdicts_use_the_interval(tmp_path):
     run_all = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run_all)
 
-    def r(impl, mode, ratio, lo, hi):
-        return {"model": "resnet50", "impl": impl, "mode": mode, "batch": 8, "ratio": ratio,
-                "ratio_lo": lo, "ratio_hi": hi, "img_s": 10.0, "macs": 4e9}
+    def r(model, batch, impl, rounds, mode="infer", ratio=None, lo=None, hi=None, **kw):
+        return {"model": model, "impl": impl, "mode": mode, "batch": batch, "ratio": ratio,
+                "ratio_lo": lo, "ratio_hi": hi, "img_s": sorted(rounds)[len(rounds) // 2],
+                "img_s_rounds": rounds, "macs": 4e9, "config": "", "max_diff": None, **kw}
 
-    rows = [r("visionzoo", "infer", 0.93, 0.85, 1.02),  # short, but the interval reaches 0.95
-            r("visionzoo", "train", 1.01, 0.97, 1.05),
-            r("visionzoo+optimize", "infer", 1.2, 1.1, 1.25),  # short, and significantly
-            r("visionzoo+optimize+compile", "infer", 1.1, 1.0, 1.4),
-            r("torchvision", "infer", 1.0, 0.9, 1.1)]
+    five = [10.0] * 5
+    rows = [r("resnet50", 8, "visionzoo", five, ratio=0.93, lo=0.85, hi=1.02),  # short, noise
+            r("resnet50", 8, "visionzoo", five, "train", 1.01, 0.97, 1.05),
+            r("resnet50", 8, "torchvision", five), r("resnet50", 8, "timm", [9.0] * 5),
+            r("resnet50", 8, "onnxruntime", [20.0] * 5),
+            r("resnet50", 8, "openvino", [25.0] * 5),  # the fastest engine
+            r("resnet50", 8, "torch.compile", [12.0] * 5),
+            # deploy / openvino per round: 0.96, 1.04, 0.98, 0.96, 1.02 -> 0.98 [0.96, 1.04]
+            r("resnet50", 8, "visionzoo+deploy", [24.0, 26.0, 24.5, 24.0, 25.5],
+              config="auto -> openvino"),
+            r("resnet50", 8, "visionzoo+deploy+bf16", [50.0] * 5,
+              config="auto -> openvino, bfloat16", max_diff=0.01),
+            r("swin_t", 1, "visionzoo", five, ratio=1.0, lo=0.98, hi=1.02),
+            r("swin_t", 1, "visionzoo", five, "train", 0.96, 0.95, 0.97),
+            r("swin_t", 1, "torchvision", five), r("swin_t", 1, "openvino", five),
+            r("swin_t", 1, "visionzoo+deploy", [8.0] * 5, config="auto -> torch")]
     data = {"machine": {"cpu": "x", "usable_cpus": 2, "torch": "t", "torchvision": "v",
                         "timm": "m", "date": "d"}, "settings": {"threads": 1}, "rows": rows}
     (tmp_path / "compare.json").write_text(json.dumps(data))
+    int8 = {"models": [{"model": "efficientnet_lite0", "weights": "w", "photos": 96,
+                        "agreement": [{"runtime": "onnxruntime", "dtype": "int8", "top1": 0.875,
+                                       "top1_confident": 1.0}],
+                        "speed": [{"batch": 8, "runtime": "onnxruntime", "dtype": "int8",
+                                   "vs_float32": [1.9, 1.8, 2.0]}]}]}
+    (tmp_path / "int8.json").write_text(json.dumps(int8))
     run_all.write_summary(tmp_path)
     md = (tmp_path / "SUMMARY.md").read_text()
     line = next(ln for ln in md.splitlines() if ln.startswith("| resnet50 | 8 |"))
-    assert "| 0.93 [0.85, 1.02] | 1.01 [0.97, 1.05] | 1.20 [1.10, 1.25] |" in line
-    # the better optimize row (1.2 eager-optimize) decides, and its interval stays under 1.3
-    assert "eager BELOW (within noise); optimize BELOW (significant)" in line
-    assert "Eager target: 1 of 2 rows BELOW (within noise), 1 of 2 rows ok." in md
-    assert "Optimize target: 1 of 1 rows BELOW (significant)." in md
+    assert line.startswith("| resnet50 | 8 | 0.93 [0.85, 1.02] | 1.01 [0.97, 1.05] | "
+                           "torchvision | 2.00 | 2.50 | 1.20 | 2.45 (openvino) | "
+                           "0.98 [0.96, 1.04] vs openvino |")
+    assert line.endswith("| eager met (within noise); deploy >= fastest engine met (within "
+                         "noise); deploy >= 1.8x eager met |")
+    swin = next(ln for ln in md.splitlines() if ln.startswith("| swin_t | 1 |"))
+    assert "deploy >= fastest engine missed" in swin and "1.8x" not in swin  # not a CNN
+    assert "Target *eager*: 3 of 4 met, 1 of 4 met (within noise)." in md
+    assert "Target *deploy >= fastest engine*: 1 of 2 met (within noise), 1 of 2 missed." in md
+    assert "Target *deploy >= 1.8x eager*: 1 of 1 met." in md
+    bf16 = next(ln for ln in md.splitlines() if ln.startswith("| resnet50 | 8 | - |"))
+    assert bf16 == "| resnet50 | 8 | - | 5.00 (openvino, bfloat16) | 2.04 [1.92, 2.08] | 0.010 |"
+    assert "onnxruntime int8 87.5 % (100.0 % confident)" in md
+    assert "onnxruntime int8 / float32 on the same engine: batch 8 1.90x." in md
 
 
 def test_training_is_timed_without_stochastic_depth():

@@ -1,4 +1,4 @@
-"""Throughput, latency and peak memory, side by side with torchvision and timm.
+"""Throughput, latency and peak memory, side by side with torchvision, timm and the engines.
 
 ``bench(["resnet50"], compare=True)`` measures, for each model:
 
@@ -12,11 +12,39 @@
 * **peak memory** (MB) of one call (method below);
 * with ``compare=True``: the same network from torchvision and timm (the names in
   ``ModelInfo.references``), and the **ratio** ours / theirs;
-* with ``optimize=True``: ``visionzoo.optimize(model)`` as one more candidate, and with
-  ``compile=True`` ``optimize(model, compile=True)`` as another (its compilation happens in the
-  untimed first call); with ``bf16=True`` the same in bfloat16 (``optimize(model,
-  dtype=torch.bfloat16)``; a different number format, so its row says so and its max |logit
-  difference| is shown).
+* with ``optimize=True``: ``visionzoo.optimize(model)`` (PyTorch's own steps: BN folded,
+  channels_last) as one more candidate, and with ``compile=True`` ``optimize(model, compile=True)``
+  as another (its compilation happens in the untimed first call); with ``bf16=True`` the same in
+  bfloat16 (``optimize(model, dtype=torch.bfloat16)``, unless only the engines are asked for; a
+  different number format, so its row says so and its max |logit difference| is shown);
+* with ``engines=True`` (inference only; it implies ``compare=True``): the deployments a user
+  would build *without* visionzoo, from the reference model (torchvision's where it has one, else
+  timm's; the same weights as ours), each configured as its documentation recommends for CPU
+  inference, and ``visionzoo.deploy`` on ours:
+
+  - ``onnxruntime``: ``torch.onnx.export(dynamo=True)`` with a dynamic batch (a static one where
+    that export fails), an ``InferenceSession`` on the CPU execution provider with
+    ``intra_op_num_threads`` set and onnxruntime's default graph optimisations (all of them);
+  - ``openvino``: ``openvino.convert_model(ref, example_input=x)``, reshaped to the static input
+    shape of each batch size, compiled for the CPU with the ``LATENCY`` hint, the thread count
+    and ``INFERENCE_PRECISION_HINT`` f32 (on a CPU with bf16 units OpenVINO's default precision
+    is bf16: left to the default, its "float32" row would be a bf16 one), one reused infer
+    request;
+  - ``torch.compile``: ``torch.compile(ref, dynamic=False, options={"freezing": True})`` called
+    under ``torch.inference_mode`` (PyTorch's CPU inference recipe; static shapes, one
+    compilation per batch size, in the untimed first call);
+  - ``visionzoo+deploy``: ``deploy(ours, "auto", batch_size=b, threads=..., example_input=x)``,
+    built per batch size (its engines are tuned and chosen for one); the config column names its
+    choice ("auto -> openvino");
+  - with ``bf16=True`` also ``openvino+bf16`` (the same OpenVINO model with
+    ``INFERENCE_PRECISION_HINT`` bf16) and ``visionzoo+deploy+bf16`` (``deploy(...,
+    dtype="bfloat16", check=False)``: random weights can leave bf16's logit tolerance; agreement on
+    real photos is the benchmark's int8/bf16 section's job), their max |logit difference| shown.
+
+  Each engine row's ratio is its throughput over the faster eager reference's (the same
+  machinery as our rows), its max |logit difference| is against our eager model, and an engine
+  that is not installed or fails to build gives a row with its error. Engines are not in the
+  peak-memory measurement.
 
 Method. All candidates of a model get the same input tensor. With ``compare=True`` ours is built
 by ``port()`` from the reference's own (randomly initialised) state dict, so both have the same
@@ -27,15 +55,18 @@ rounds), then ``repeats`` rounds are run: in each round every candidate runs bac
 about ``min_time`` seconds, the order rotating from round to round, so that drifting machine load
 hits all candidates alike. Throughput is the median over rounds; a **ratio** is the median over
 rounds of the per-round ratio (ours / that reference on a reference's row; this candidate / the
-faster reference on one of our rows, the faster being the one with the higher median throughput:
-taking the faster reference round by round instead would compare ours with the better of two
-noisy draws every time, a bias of about half the round-to-round spread against ours when the
-references are equally fast). Next to each ratio, ``[ratio_lo, ratio_hi]`` is a
-distribution-free confidence interval for that median (``median_interval``: order statistics of
-the per-round ratios, at least 95 % coverage from 6 rounds, the range at 5 with 94 %): on a
-shared machine one call can vary by 10 % or more from the next, so a ratio of 0.93 from 5
-rounds may not differ from 1.0, and the interval says whether it does.
-``torch.set_num_threads(threads)`` pins the intra-op threads.
+faster eager reference on one of our rows and on an engine's row, the faster being the one with
+the higher median throughput: taking the faster reference round by round instead would compare
+ours with the better of two noisy draws every time, a bias of about half the round-to-round
+spread against ours when the references are equally fast). Next to each ratio,
+``[ratio_lo, ratio_hi]`` is a distribution-free confidence interval for that median
+(``median_interval``: order statistics of the per-round ratios, at least 95 % coverage from 6
+rounds, the range at 5 with 94 %): on a shared machine one call can vary by 10 % or more from
+the next, so a ratio of 0.93 from 5 rounds may not differ from 1.0, and the interval says
+whether it does. Each row also keeps its per-round throughputs (``img_s_rounds``, aligned round
+by round across the rows of one model, mode and batch), so any other ratio, e.g. ``deploy`` over
+the fastest engine, can be formed the same way. ``torch.set_num_threads(threads)`` pins the
+intra-op threads; the engines get the same thread count.
 
 Peak memory. ``tracemalloc`` does not see torch's allocations, so memory is measured in a fresh
 subprocess per model (``memory=True``): on CPU the resident-set high-water mark (``VmHWM``, reset
@@ -50,6 +81,7 @@ the allocation before the call. Where ``clear_refs`` cannot be written (not Linu
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import gc
@@ -61,7 +93,9 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,6 +115,10 @@ OURS_OPT = "visionzoo+optimize"
 OURS_COMPILED = "visionzoo+optimize+compile"
 OURS_BF16 = "visionzoo+optimize+bf16"
 OURS_COMPILED_BF16 = "visionzoo+optimize+compile+bf16"
+OURS_DEPLOY = "visionzoo+deploy"
+OURS_DEPLOY_BF16 = "visionzoo+deploy+bf16"
+ENGINES = ("onnxruntime", "openvino", "torch.compile")  # the baselines, built from the reference
+OPENVINO_BF16 = "openvino+bf16"
 
 
 class ReferenceUnavailable(RuntimeError):
@@ -90,9 +128,9 @@ class ReferenceUnavailable(RuntimeError):
 @dataclass
 class BenchRow:
     model: str  # our registered name
-    impl: str  # "visionzoo", "visionzoo+optimize", "torchvision", "timm"
-    name: str  # the implementation's own model name
-    config: str  # our layout flags / optimize steps, or "" for a reference
+    impl: str  # "visionzoo", "visionzoo+optimize", "torchvision", "timm", "openvino", ...
+    name: str  # the implementation's own model name (an engine's: the model it runs)
+    config: str  # our layout flags / optimize steps / engine settings, "" for a reference
     mode: str  # "infer" | "train"
     batch: int
     size: int
@@ -111,6 +149,7 @@ class BenchRow:
     ratio_hi: float | None = None  # (``median_interval``)
     max_diff: float | None = None  # max |logit diff| vs our eager model on the bench input
     error: str = ""
+    img_s_rounds: list[float] | None = None  # per round, aligned across one model/mode/batch
 
 
 @dataclass
@@ -133,7 +172,8 @@ class BenchReport:
         w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
         w.writeheader()
         for r in self.rows:
-            w.writerow({k: ("" if v is None else v) for k, v in asdict(r).items()})
+            w.writerow({k: ("" if v is None else " ".join(f"{x:.6g}" for x in v)
+                            if isinstance(v, list) else v) for k, v in asdict(r).items()})
         return buf.getvalue()
 
     def to_markdown(self) -> str:
@@ -147,9 +187,9 @@ class BenchReport:
             f"{s.get('batches')}, {s.get('repeats')} interleaved rounds of ~{s.get('min_time')} s "
             f"after warm-up. MACs = multiply-accumulates per image (FLOPs = 2 x MACs). "
             f"ratio: on a reference row ours (in its layout, same weights)/that reference; on "
-            f"our rows this/the faster reference of the same layout (median of per-round "
-            f"ratios), with [lo, hi] a distribution-free interval for that median "
-            f"({_interval_text(s.get('repeats'))}). Peak memory: {self.memory_method}.",
+            f"our rows and the engines' this/the faster eager reference of the same layout "
+            f"(median of per-round ratios), with [lo, hi] a distribution-free interval for "
+            f"that median ({_interval_text(s.get('repeats'))}). Peak memory: {self.memory_method}.",
             *([f"Note: {m['note']}"] if m.get("note") else []),
             "",
         ]
@@ -194,7 +234,10 @@ class BenchReport:
         fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
         styles = {OURS: ("o", "tab:blue"), OURS_OPT: ("*", "tab:green"),
                   OURS_COMPILED: ("P", "tab:olive"), OURS_BF16: ("D", "tab:cyan"),
-                  OURS_COMPILED_BF16: ("X", "tab:purple"),
+                  OURS_COMPILED_BF16: ("X", "tab:purple"), OURS_DEPLOY: ("*", "black"),
+                  OURS_DEPLOY_BF16: ("*", "tab:gray"), "onnxruntime": ("v", "tab:brown"),
+                  "openvino": ("<", "tab:pink"), OPENVINO_BF16: (">", "tab:pink"),
+                  "torch.compile": ("h", "tab:olive"),
                   "torchvision": ("s", "tab:orange"), "timm": ("^", "tab:red")}
         for impl in dict.fromkeys(r.impl for r in rows):
             pts = [r for r in rows if r.impl == impl]
@@ -333,8 +376,14 @@ class _Candidate:
     spec: dict[str, Any]  # how the memory subprocess rebuilds it
     max_diff: float | None = None
     error: str = ""
-    train: bool = True  # optimized models are inference-only
+    train: bool = True  # optimized models and engines are inference-only
     group: int = 0  # layout group: ours and the references of that layout
+    kind: str = ""  # "ours", "reference" or "engine" (ratio base: see _rows_for)
+    like: int | None = None  # an engine: the candidate whose params / MACs it has
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            self.kind = "ours" if self.impl.startswith(OURS) else "reference"
 
 
 def _flags_text(overrides: dict[str, Any]) -> str:
@@ -342,7 +391,8 @@ def _flags_text(overrides: dict[str, Any]) -> str:
 
 
 def _candidates(name: str, x: torch.Tensor, compare: bool, optimize: bool, compile: bool,
-                device: torch.device, bf16: bool = False) -> list[_Candidate]:
+                device: torch.device, bf16: bool = False, engines: bool = False
+                ) -> list[_Candidate]:
     """Ours (one per reference layout), the optimized variants of the first, the references.
 
     ``group`` ties each reference to the instance of ours in its layout (the same network with
@@ -384,7 +434,7 @@ def _candidates(name: str, x: torch.Tensor, compare: bool, optimize: bool, compi
            for g, (flags, model) in enumerate(layouts)]
     variants = [(impl, c, d) for impl, c, d, wanted in (
         (OURS_OPT, False, None, optimize), (OURS_COMPILED, True, None, compile),
-        (OURS_BF16, False, "bfloat16", bf16),
+        (OURS_BF16, False, "bfloat16", bf16 and (optimize or not engines)),
         (OURS_COMPILED_BF16, True, "bfloat16", bf16 and compile)) if wanted]
     for impl, with_compile, dtype in variants:
         from visionzoo.optimize import optimize as optimize_fn
@@ -401,6 +451,160 @@ def _candidates(name: str, x: torch.Tensor, compare: bool, optimize: bool, compi
             out.append(_Candidate(impl, name, "", None, {}, train=False,
                                   error=f"{type(e).__name__}: {e}"))
     return out + refs
+
+
+# ---------------------------------------------------------------------------------------------
+# engines: what a user would deploy with without visionzoo, and deploy()
+# ---------------------------------------------------------------------------------------------
+
+
+class _Engine(nn.Module):
+    """An engine's callable behind ``nn.Module``'s call, so the timing loop runs it like a model
+    (torch tensors in and out)."""
+
+    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.run = run
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
+
+
+def _quiet(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` with the exporters' and converters' chatter silenced."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def _one_line(e: BaseException) -> str:
+    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    return f"{type(e).__name__}: {first[:160]}"
+
+
+def _ort_session(ref: nn.Module, x: torch.Tensor, threads: int, dynamic: bool) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads  # graph optimisation: the default, ORT_ENABLE_ALL
+    with tempfile.TemporaryDirectory(prefix="visionzoo-bench-") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        shapes = {"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamic else {}
+        _quiet(torch.onnx.export, ref, (x,), path, dynamo=True, **shapes)
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def _onnxruntime(ref: nn.Module, x: torch.Tensor, threads: int, cache: dict[str, Any]
+                 ) -> tuple[nn.Module, str]:
+    import onnxruntime  # noqa: F401 - not installed: the row says so before any export
+
+    session, how = cache.get("onnxruntime", (None, "static batch"))
+    if session is None and "onnxruntime static" not in cache:
+        try:  # one dynamic-batch session serves every batch size
+            session, how = _ort_session(ref, x, threads, dynamic=True), "dynamic batch"
+            cache["onnxruntime"] = (session, how)
+        except Exception:  # noqa: BLE001 - then a static batch, exported per batch size
+            cache["onnxruntime static"] = True
+    if session is None:
+        session = _ort_session(ref, x, threads, dynamic=False)
+    name = session.get_inputs()[0].name
+
+    def run(t: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {name: t.numpy()})[0])
+
+    return _Engine(run), f"dynamo export, {how}, ORT_ENABLE_ALL, {threads} thread(s)"
+
+
+def _openvino(ref: nn.Module, x: torch.Tensor, threads: int, cache: dict[str, Any],
+              precision: str = "f32") -> tuple[nn.Module, str]:
+    import openvino as ov
+
+    core = ov.Core()
+    if precision == "bf16" and "BF16" not in core.get_property("CPU",
+                                                               "OPTIMIZATION_CAPABILITIES"):
+        raise RuntimeError("this CPU has no bf16 units OpenVINO can use")
+    if "openvino" not in cache:  # converted once per model, compiled per batch size
+        cache["openvino"] = _quiet(ov.convert_model, ref, example_input=x)
+    model = cache["openvino"].clone()
+    model.reshape({0: list(x.shape)})  # static shapes compile to faster code
+    compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                                                 "INFERENCE_NUM_THREADS": threads,
+                                                 "INFERENCE_PRECISION_HINT": precision})
+    request = compiled.create_infer_request()
+
+    def run(t: torch.Tensor) -> torch.Tensor:
+        request.infer({0: t.numpy()}, share_inputs=True)
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+    run.compiled = compiled  # keeps the compiled model alive beside its request
+    return _Engine(run), f"convert_model, static shape, LATENCY, {precision}, {threads} thread(s)"
+
+
+def _torch_compile(ref: nn.Module, cache: dict[str, Any]) -> tuple[nn.Module, str]:
+    if "torch.compile" not in cache:  # static shapes: one compilation per batch size
+        cache["torch.compile"] = torch.compile(ref, dynamic=False, options={"freezing": True})
+    return cache["torch.compile"], "freezing, static shapes, inference_mode"
+
+
+def _deployed(ours: nn.Module, x: torch.Tensor, threads: int, dtype: str, budget: float
+              ) -> tuple[nn.Module, str, float | None]:
+    from visionzoo.deploy import deploy
+
+    d = _quiet(deploy, ours, "auto", batch_size=len(x), threads=threads, example_input=x,
+               dtype=dtype, check=dtype == "float32", time_budget_s=budget)
+    chosen = d.report.candidate(d.runtime)
+    suffix = "" if dtype == "float32" else f", {dtype}"
+    return _Engine(d), f"auto -> {d.runtime}{suffix}", chosen.max_abs_diff if chosen else None
+
+
+def _reference_index(cands: list[_Candidate]) -> int | None:
+    """The reference the engines are built from: torchvision's, else timm's, else any."""
+    built = [i for i, c in enumerate(cands) if c.kind == "reference" and c.module is not None]
+    for source in ("torchvision", "timm"):
+        for i in built:
+            if cands[i].impl == source:
+                return i
+    return built[0] if built else None
+
+
+def _engine_candidates(cands: list[_Candidate], x: torch.Tensor, threads: int, bf16: bool,
+                       cache: dict[str, Any], budget: float) -> list[_Candidate]:
+    """The engine rows of one batch size (module docstring); failures become error rows."""
+    ri = _reference_index(cands)
+    group = cands[ri].group if ri is not None else 0
+    oi = next(i for i, c in enumerate(cands) if c.impl == OURS and c.group == group)
+    ours = cands[oi].module
+    builds: list[tuple[str, int, Callable[[], tuple]]] = []
+    if ri is not None:
+        ref = cands[ri].module
+        builds += [("onnxruntime", ri, lambda: _onnxruntime(ref, x, threads, cache)),
+                   ("openvino", ri, lambda: _openvino(ref, x, threads, cache)),
+                   ("torch.compile", ri, lambda: _torch_compile(ref, cache))]
+        if bf16:
+            builds.append((OPENVINO_BF16, ri, lambda: _openvino(ref, x, threads, cache, "bf16")))
+    builds.append((OURS_DEPLOY, oi, lambda: _deployed(ours, x, threads, "float32", budget)))
+    if bf16:
+        builds.append((OURS_DEPLOY_BF16, oi,
+                       lambda: _deployed(ours, x, threads, "bfloat16", budget)))
+    with torch.inference_mode():
+        eager = ours(x).float()
+    out = []
+    for impl, like, build in builds:
+        cand = _Candidate(impl, cands[like].name, "", None, {}, train=False, group=group,
+                          kind="engine", like=like)
+        try:
+            module, cand.config, *diff = build()
+            with torch.inference_mode():  # also the first call (compilation, for torch's)
+                got = module(x).float()
+            cand.max_diff = diff[0] if diff and diff[0] is not None else float(
+                (got - eager).abs().max())
+            cand.module = module
+        except ImportError as e:
+            cand.error = f"not installed ({_one_line(e)})"
+        except Exception as e:  # noqa: BLE001 - reported in the row, the others still run
+            cand.error = _one_line(e)
+        out.append(cand)
+    return out
 
 
 def _rebuild(spec: dict[str, Any], device: torch.device) -> nn.Module:
@@ -636,10 +840,14 @@ def _macs(model: nn.Module, chans: int, size: int) -> int | None:
 def bench(models: Sequence[str] | str, *, batches: Sequence[int] = (1, 32),
           size: int | None = None, threads: int | None = None, train: bool = False,
           compare: bool = False, optimize: bool = False, compile: bool = False,
-          bf16: bool = False, device: str = "cpu", repeats: int = 5, min_time: float = 1.0,
-          warmup: int = 3, memory: bool = True, log: Callable[[str], None] | None = None
-          ) -> BenchReport:
-    """Benchmark registered models (names or fnmatch patterns); see the module docstring."""
+          bf16: bool = False, engines: bool = False, device: str = "cpu", repeats: int = 5,
+          min_time: float = 1.0, warmup: int = 3, memory: bool = True,
+          log: Callable[[str], None] | None = None) -> BenchReport:
+    """Benchmark registered models (names or fnmatch patterns); see the module docstring.
+
+    ``engines=True`` (CPU only; implies ``compare=True``) adds the onnxruntime, OpenVINO and
+    torch.compile deployments of the reference and ``visionzoo.deploy`` of ours as inference
+    rows; with ``bf16=True`` also their bfloat16 rows."""
     patterns = [models] if isinstance(models, str) else list(models)
     names: list[str] = []
     for p in patterns:
@@ -654,64 +862,24 @@ def bench(models: Sequence[str] | str, *, batches: Sequence[int] = (1, 32),
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda requested but CUDA is not available")
+    if engines and dev.type != "cpu":
+        raise ValueError("engines=True benchmarks the CPU engines; use device='cpu'")
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1; got {threads}")
         torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
-    log = log or (lambda _msg: None)
+    plan = _Plan(dev, list(batches), ["infer"] + (["train"] if train else []), size,
+                 torch.get_num_threads(), compare or engines, optimize, compile, bf16, engines,
+                 repeats, min_time, warmup, memory, log or (lambda _msg: None))
     machine = machine_info(device)
-    modes = ["infer"] + (["train"] if train else [])
-    settings = {"device": device, "threads": threads, "batches": list(batches), "size": size,
-                "repeats": repeats, "min_time": min_time, "warmup": warmup, "train": train,
-                "compare": compare, "optimize": optimize, "compile": compile, "bf16": bf16}
+    settings = {"device": device, "threads": plan.threads, "batches": plan.batches,
+                "size": size, "repeats": repeats, "min_time": min_time, "warmup": warmup,
+                "train": train, "compare": plan.compare, "optimize": optimize,
+                "compile": compile, "bf16": bf16, "engines": engines}
     rows: list[BenchRow] = []
     methods: set[str] = set()
     for name in names:
-        info = model_info(name)
-        s = size or info.input_size[1]
-        g = torch.Generator().manual_seed(0)
-        chans = info.input_size[0]
-        x_max = torch.randn(max(batches), chans, s, s, generator=g).to(dev)
-        log(f"{name}: building candidates")
-        cands = _candidates(name, x_max, compare, optimize, compile, dev, bf16)
-        base = {"model": name, "size": s, "threads": threads, "device": device}
-        stats = {}
-        for i, c in enumerate(cands):
-            if c.module is not None:
-                stats[i] = (count_params(c.module),
-                            _macs(cands[0].module if c.impl.startswith(OURS + "+")
-                                  else c.module, chans, s))
-        mem: dict[str, Any] = {}
-        if memory:
-            job = {"device": device, "threads": threads, "size": s, "chans": chans,
-                   "num_classes": info.num_classes,
-                   "points": [[m, b] for m in modes for b in batches],
-                   "candidates": {str(i): c.spec for i, c in enumerate(cands)
-                                  if c.module is not None}}
-            log(f"{name}: peak memory (subprocess)")
-            try:
-                got = _memory_subprocess(job)
-                mem = got["results"]
-                methods.update(got["methods"])
-            except (RuntimeError, subprocess.TimeoutExpired) as e:
-                log(f"{name}: {e}")
-        for mode in modes:
-            for batch in batches:
-                x = x_max[:batch]
-                live = {i: c for i, c in enumerate(cands)
-                        if c.module is not None and (mode == "infer" or c.train)}
-                fns, errors = {}, {}
-                for i, c in live.items():
-                    try:
-                        fns[i] = _step_fn(c.module, x, mode, info.num_classes)
-                    except Exception as e:  # noqa: BLE001
-                        errors[i] = f"{type(e).__name__}: {e}"
-                log(f"{name}: {mode} batch {batch}, {len(fns)} candidate(s)")
-                times = _run_all(fns, dev, repeats, min_time, warmup, errors)
-                rows += _rows_for(cands, live, times, errors, mode, batch, base, stats, mem)
-                for c in live.values():
-                    c.module.eval()
+        rows += _bench_model(name, plan, methods)
     if dev.type == "cuda":
         method = "torch.cuda.max_memory_allocated growth during one call"
     elif "VmHWM" in methods:
@@ -722,6 +890,106 @@ def bench(models: Sequence[str] | str, *, batches: Sequence[int] = (1, 32),
     else:
         method = "not measured"
     return BenchReport(rows, machine, settings, method)
+
+
+@dataclass
+class _Plan:
+    """bench()'s settings, as every model's measurement uses them."""
+
+    dev: torch.device
+    batches: list[int]
+    modes: list[str]
+    size: int | None
+    threads: int
+    compare: bool
+    optimize: bool
+    compile: bool
+    bf16: bool
+    engines: bool
+    repeats: int
+    min_time: float
+    warmup: int
+    memory: bool
+    log: Callable[[str], None]
+
+    @property
+    def deploy_budget(self) -> float:
+        """deploy()'s own timing of its candidates: its default 3 s, less for smoke settings."""
+        return min(3.0, max(0.3, 10 * self.min_time))
+
+
+def _bench_model(name: str, plan: _Plan, methods: set[str]) -> list[BenchRow]:
+    """Every mode and batch of one model: candidates, memory, then the timed points."""
+    info = model_info(name)
+    s = plan.size or info.input_size[1]
+    chans = info.input_size[0]
+    g = torch.Generator().manual_seed(0)
+    x_max = torch.randn(max(plan.batches), chans, s, s, generator=g).to(plan.dev)
+    plan.log(f"{name}: building candidates")
+    cands = _candidates(name, x_max, plan.compare, plan.optimize, plan.compile, plan.dev,
+                        plan.bf16, plan.engines)
+    base = {"model": name, "size": s, "threads": plan.threads, "device": str(plan.dev)}
+    stats = {i: (count_params(c.module), _macs(cands[0].module if c.impl.startswith(OURS + "+")
+                                               else c.module, chans, s))
+             for i, c in enumerate(cands) if c.module is not None}
+    mem: dict[str, Any] = {}
+    if plan.memory:
+        job = {"device": str(plan.dev), "threads": plan.threads, "size": s, "chans": chans,
+               "num_classes": info.num_classes,
+               "points": [[m, b] for m in plan.modes for b in plan.batches],
+               "candidates": {str(i): c.spec for i, c in enumerate(cands)
+                              if c.module is not None}}
+        plan.log(f"{name}: peak memory (subprocess)")
+        try:
+            got = _memory_subprocess(job)
+            mem = got["results"]
+            methods.update(got["methods"])
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            plan.log(f"{name}: {e}")
+    rows: list[BenchRow] = []
+    cache: dict[str, Any] = {}  # engine builds shared by the batch sizes of one model
+    for mode in plan.modes:
+        for batch in plan.batches:
+            x = x_max[:batch]
+            extra = []
+            if (plan.engines or plan.compile) and mode == "infer":
+                # compile every candidate of this batch size as a fresh process would: dynamo's
+                # automatic-dynamic state is keyed by the function's name and line, which every
+                # zoo model's forward shares, so a batch size or model compiled earlier would
+                # turn this one's shapes symbolic
+                torch.compiler.reset()
+            if plan.engines and mode == "infer":
+                plan.log(f"{name}: batch {batch}, building the engines")
+                extra = _engine_candidates(cands, x, plan.threads, plan.bf16, cache,
+                                           plan.deploy_budget)
+            rows += _bench_point(name, cands + extra, x, mode, info.num_classes, plan, base,
+                                 stats, mem)
+            del extra
+            gc.collect()
+    cache.clear()
+    return rows
+
+
+def _bench_point(name: str, cands: list[_Candidate], x: torch.Tensor, mode: str,
+                 num_classes: int, plan: _Plan, base: dict[str, Any],
+                 stats: dict[int, tuple[int, int | None]], mem: dict[str, Any]
+                 ) -> list[BenchRow]:
+    """One mode at one batch size: every live candidate timed in interleaved rounds."""
+    batch = x.shape[0]
+    live = {i: c for i, c in enumerate(cands)
+            if c.module is not None and (mode == "infer" or c.train)}
+    fns, errors = {}, {}
+    for i, c in live.items():
+        try:
+            fns[i] = _step_fn(c.module, x, mode, num_classes)
+        except Exception as e:  # noqa: BLE001
+            errors[i] = f"{type(e).__name__}: {e}"
+    plan.log(f"{name}: {mode} batch {batch}, {len(fns)} candidate(s)")
+    times = _run_all(fns, plan.dev, plan.repeats, plan.min_time, plan.warmup, errors)
+    rows = _rows_for(cands, live, times, errors, mode, batch, base, stats, mem)
+    for c in live.values():
+        c.module.eval()
+    return rows
 
 
 def _run_all(fns: dict[int, Callable[[], None]], dev: torch.device, repeats: int,
@@ -753,7 +1021,7 @@ def _rows_for(cands: list[_Candidate], live: dict[int, _Candidate],
     # per round throughput (images/s) of each timed candidate
     tput = {k: [batch * len(calls) / sum(calls) for calls in rounds]
             for k, rounds in times.items()}
-    refs_of = {g: [k for k in tput if not cands[k].impl.startswith(OURS) and cands[k].group == g]
+    refs_of = {g: [k for k in tput if cands[k].kind == "reference" and cands[k].group == g]
                for g in {c.group for c in cands}}
     plain = {c.group: k for k, c in enumerate(cands) if c.impl == OURS and k in tput}
     rows = []
@@ -762,8 +1030,8 @@ def _rows_for(cands: list[_Candidate], live: dict[int, _Candidate],
             continue
         row = BenchRow(impl=c.impl, name=c.name, config=c.config, mode=mode, batch=batch,
                        max_diff=c.max_diff, **base)
-        if i in stats:
-            row.params, row.macs = stats[i]
+        if (c.like if c.like is not None else i) in stats:
+            row.params, row.macs = stats[c.like if c.like is not None else i]
         if i not in live:
             row.error = c.error or "unavailable"
         elif i not in tput:
@@ -771,23 +1039,24 @@ def _rows_for(cands: list[_Candidate], live: dict[int, _Candidate],
         else:
             t = tput[i]
             row.img_s, row.img_s_min, row.img_s_max = statistics.median(t), min(t), max(t)
+            row.img_s_rounds = t
             if batch == 1:
                 calls = [v for rnd in times[i] for v in rnd]
                 row.lat_p50_ms = 1e3 * _percentile(calls, 0.5)
                 row.lat_p90_ms = 1e3 * _percentile(calls, 0.9)
             refs = refs_of.get(c.group, [])
             per_round: list[float] = []
-            if c.impl.startswith(OURS) and refs:
+            if c.kind != "reference" and refs:  # ours, optimized or an engine
                 # the faster reference over the run, then the per-round ratios against it (a
                 # per-round max over the references would pick the luckier one in every round)
                 best = max(refs, key=lambda k: statistics.median(tput[k]))
                 per_round = [a / b for a, b in zip(t, tput[best], strict=True)]
-            elif not c.impl.startswith(OURS) and c.group in plain:
+            elif c.kind == "reference" and c.group in plain:
                 per_round = [a / b for a, b in zip(tput[plain[c.group]], t, strict=True)]
             if per_round:
                 row.ratio = statistics.median(per_round)
                 row.ratio_lo, row.ratio_hi, _ = median_interval(per_round)
-        m = mem.get(f"{i}|{mode}|{batch}", mem.get(str(i)))
+        m = mem.get(f"{i}|{mode}|{batch}", mem.get(str(i))) if c.kind != "engine" else None
         if isinstance(m, (int, float)):
             row.peak_mem_mb = float(m)
         rows.append(row)

@@ -334,6 +334,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = bench(args.models, batches=_int_list(args.batch, "--batch"), size=args.size,
                    threads=args.threads, train=args.train, compare=args.compare,
                    optimize=args.optimize, compile=args.compile, bf16=args.bf16,
+                   engines=args.compare and not args.no_engines
+                   and args.device.startswith("cpu"),
                    device=args.device, repeats=args.repeats, min_time=args.min_time,
                    warmup=args.warmup, memory=not args.no_memory, log=log)
     print(report.format(args.format), end="")
@@ -378,15 +380,20 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--train", action="store_true", help="also time training steps")
     p.add_argument("--compare", action="store_true",
-                   help="the same network from torchvision and timm, interleaved, with ratios")
+                   help="the same network from torchvision and timm, and on CPU the engines "
+                        "(onnxruntime, OpenVINO, torch.compile, each on the reference model as "
+                        "its docs recommend) and visionzoo.deploy(auto), interleaved, with "
+                        "ratios")
+    p.add_argument("--no-engines", action="store_true",
+                   help="with --compare: only the eager references, no engine rows")
     p.add_argument("--optimize", action="store_true",
-                   help="also time visionzoo.optimize(model) (BN folded, channels_last, oneDNN "
-                        "fused convs, Winograd 3x3 convs)")
+                   help="also time visionzoo.optimize(model) (BN folded, channels_last)")
     p.add_argument("--compile", action="store_true",
                    help="also time optimize(model, compile=True) (compiles on first call)")
     p.add_argument("--bf16", action="store_true",
-                   help="also time optimize(model, dtype=bfloat16) (and compiled, with "
-                        "--compile): fast on CPUs with AMX / AVX-512 BF16")
+                   help="also time bfloat16: OpenVINO and deploy in bf16 with the engines, "
+                        "optimize(model, dtype=bfloat16) with --optimize (fast on CPUs with "
+                        "AMX / AVX-512 BF16)")
     p.add_argument("--format", choices=["md", "csv", "json"], default="md")
     p.add_argument("--out", metavar="PREFIX", help="also write PREFIX.md/.csv/.json/.png")
     p.add_argument("--plot", metavar="PNG", help="throughput vs MACs plot")

@@ -377,7 +377,7 @@ class _TorchRunner(_Runner):
         program = torch.export.load(str(path))
         module = program.module()
         if config.get("compile"):
-            module = torch.compile(module, options={"freezing": True})
+            module = torch.compile(module, dynamic=False, options={"freezing": True})
         return cls(module, config, program)
 
 
@@ -632,7 +632,7 @@ def _check_agreement(cand: CandidateReport, runner: _Runner, model: nn.Module,
 
 
 def _time(runners: dict[str, _Runner], x: torch.Tensor, budget_s: float = 3.0,
-          rounds: int = 5) -> dict[str, float]:
+          rounds: int = 7) -> dict[str, float]:
     """Median ms per call of each runner: warm, then interleaved rounds (the order rotating) of
     about ``budget_s / rounds / len(runners)`` seconds each."""
     names = list(runners)
