@@ -405,12 +405,16 @@ def _export_onnx(model: nn.Module, path: Path, input_size: tuple[int, int, int],
     dynamic export fails; returns whether the batch is dynamic."""
     import contextlib
     import io
+    import logging
     import warnings
 
     from visionzoo.export import export_onnx
 
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        torch_log = logging.getLogger("torch")
+        level = torch_log.level
+        torch_log.setLevel(logging.CRITICAL)  # a failed dynamic attempt logs pages of guards
         try:
             export_onnx(model, path, input_size, dynamic_batch=True)
             return True
@@ -421,6 +425,8 @@ def _export_onnx(model: nn.Module, path: Path, input_size: tuple[int, int, int],
                 raise DeployError(f"could not export {_name(model)} to ONNX: "
                                   f"{_first_line(e)}") from None
             return False
+        finally:
+            torch_log.setLevel(level)
 
 
 def _name(model: nn.Module) -> str:
