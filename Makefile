@@ -27,7 +27,7 @@ demo: $(STAMP) $(FMNIST)
 $(FMNIST):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
 
-# The whole test suite (no network; about 5-8 minutes on 2 cores, 1046 tests).
+# The whole test suite (no network; about 6-11 minutes on 2 cores, 917 tests).
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -28,3 +30,13 @@ def rng_input():
         return torch.randn(batch, chans, size, size, generator=torch.Generator().manual_seed(1))
 
     return make
+
+
+def run_cli(*args: str, ok: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``visionzoo ARGS`` in a subprocess (one thread); ``ok`` asserts exit status 0."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "visionzoo.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc

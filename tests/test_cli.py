@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,16 +11,9 @@ import torchvision
 
 import visionzoo as vz
 
-from conftest import randomize_
+from conftest import randomize_, run_cli
 
-
-def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "visionzoo.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=300)
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+run = run_cli
 
 
 def test_list():

@@ -13,7 +13,7 @@ import torch.nn as nn
 import visionzoo as vz
 from visionzoo.photos import real_photos
 
-from conftest import randomize_
+from conftest import randomize_, run_cli
 
 dp = importlib.import_module("visionzoo.deploy")  # the module (vz.deploy is the function)
 
@@ -254,16 +254,7 @@ def test_int8_real_lite0_reports_its_agreement(runtime, lite0_photos):
 
 
 def _cli(*args: str, ok: bool = True):
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "visionzoo.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=600)
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+    return run_cli(*args, ok=ok, timeout=600)
 
 
 def test_cli_deploy_save_and_predict_on_it(tmp_path):
