@@ -304,3 +304,21 @@ def test_export_onnx_without_the_extra_names_it(monkeypatch, tmp_path):
     with pytest.raises(ex.MissingExtraError) as e:
         ex.export_onnx(_model("mobilenet_v1"), tmp_path / "m.onnx", (3, 32, 32))
     assert str(e.value) == "ONNX export needs onnxscript: pip install 'visionzoo[onnx]'"
+
+
+def test_agreement_pads_the_last_chunk_for_a_static_batch():
+    """A static-batch artifact (Swin exports so) only takes its batch: the agreement check pads
+    the last chunk and keeps its real rows."""
+    model = _model("mobilenet_v1")
+    seen = []
+
+    def runner(x):
+        seen.append(x.shape[0])
+        assert x.shape[0] == 4
+        with torch.no_grad():
+            return model(x)
+
+    cand = dp.CandidateReport("fake")
+    images = torch.randn(10, 3, 32, 32)
+    assert dp._check_agreement(cand, runner, model, images, 1.0, batch=4, dynamic=False)
+    assert seen == [4, 4, 4] and cand.agreement == 1.0

@@ -32,6 +32,7 @@ runner without the original model.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import shutil
 import statistics
@@ -619,14 +620,19 @@ def _check_parity(cand: CandidateReport, runner: _Runner, ref: torch.Tensor, x: 
 
 
 def _check_agreement(cand: CandidateReport, runner: _Runner, model: nn.Module,
-                     images: torch.Tensor, min_agreement: float) -> bool:
+                     images: torch.Tensor, min_agreement: float, batch: int,
+                     dynamic: bool) -> bool:
     from visionzoo.photos import agreement
 
-    class Wrapped(nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if dynamic or n == batch:
             return runner(x.contiguous())
+        # a static-batch artifact takes exactly ``batch`` images: pad the last chunk
+        pad = torch.cat([x, x[-1:].expand(batch - n, *x.shape[1:])])
+        return runner(pad.contiguous())[:n]
 
-    rep = agreement(model, Wrapped(), images, batch_size=1)
+    rep = agreement(model, run, images, batch_size=batch)
     cand.agreement = rep["top1"]
     if rep["n_confident"]:
         cand.agreement_confident = rep["top1_confident"]
@@ -746,12 +752,14 @@ def _deploy(model: nn.Module, runtime: str, names: list[str], size: tuple[int, i
             if runner is None:
                 continue
             ok = True
+            judge = functools.partial(_check_agreement, cand, runner, model, photos,
+                                      batch=batch_size, dynamic=build.dynamic)
             if dtype == "int8":
-                ok = _check_agreement(cand, runner, model, photos, min_agreement)
+                ok = judge(min_agreement)
             elif check:
                 ok = _check_parity(cand, runner, ref, x, dtype)
                 if photos is not None and ok:
-                    _check_agreement(cand, runner, model, photos, 0.0)
+                    judge(0.0)
             if not ok:
                 cand.status = "dropped"
                 runners.pop(name)

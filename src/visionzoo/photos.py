@@ -7,7 +7,7 @@ the photos preprocessed as the model's ``pretrained_cfg`` says (``real_photos``)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -75,17 +75,21 @@ def real_photos(input_size: Sequence[int] = (3, 224, 224), mean: Sequence[float]
 
 
 @torch.inference_mode()
-def agreement(reference: nn.Module, candidate: nn.Module, images: torch.Tensor,
+def agreement(reference: Callable[[torch.Tensor], torch.Tensor],
+              candidate: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
               batch_size: int = 16, confident: float = 0.5) -> dict[str, float]:
     """How often ``candidate`` predicts what ``reference`` predicts, on ``images``.
 
-    ``top1``: same top-1 class; ``top1_in_top5``: the reference's top-1 is among the candidate's
-    top 5; ``top1_confident``: top-1 agreement over the images the reference classifies with
-    softmax probability >= ``confident`` (an ambiguous photo flips under any perturbation, so
-    this separates the quantizer's error from the photo's ambiguity); ``n``/``n_confident``.
+    Either may be an ``nn.Module`` (put in eval mode) or any callable from a batch to logits
+    (a ``visionzoo.deploy.Deployed``). ``top1``: same top-1 class; ``top1_in_top5``: the
+    reference's top-1 is among the candidate's top 5; ``top1_confident``: top-1 agreement over
+    the images the reference classifies with softmax probability >= ``confident`` (an ambiguous
+    photo flips under any perturbation, so this separates the quantizer's error from the photo's
+    ambiguity); ``n``/``n_confident``; ``max_logit_diff``: max |candidate - reference|.
     """
-    reference.eval()
-    candidate.eval()
+    for m in (reference, candidate):
+        if isinstance(m, nn.Module):
+            m.eval()
     ref_logits, cand_logits = [], []
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size]
@@ -98,10 +102,12 @@ def agreement(reference: nn.Module, candidate: nn.Module, images: torch.Tensor,
     sure = a.softmax(1).amax(1) >= confident
     return {"top1": same.float().mean().item(), "top1_in_top5": in5.float().mean().item(),
             "top1_confident": same[sure].float().mean().item() if sure.any() else float("nan"),
-            "n": float(len(same)), "n_confident": float(sure.sum())}
+            "n": float(len(same)), "n_confident": float(sure.sum()),
+            "max_logit_diff": float((b - a).abs().max())}
 
 
-def top1_agreement(reference: nn.Module, candidate: nn.Module, images: torch.Tensor,
+def top1_agreement(reference: Callable[[torch.Tensor], torch.Tensor],
+                   candidate: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                    batch_size: int = 16) -> float:
     """Fraction of images on which both models predict the same class."""
     return agreement(reference, candidate, images, batch_size)["top1"]
