@@ -1,28 +1,37 @@
 """Primitives shared by two or more families, and the model contract every family implements.
 
-The contract (``ZooModel``):
+The contract (``ZooModel``) is timm's, with timm's names and semantics:
 
 * ``forward(x) == forward_head(forward_features(x))``;
 * ``forward_features(x)`` returns the last feature map (N, C, H, W) before pooling;
 * ``forward_head(x, pre_logits=False)`` pools and classifies (``pre_logits`` stops before the
-  classifier);
-* ``forward_intermediates(x)`` returns one map per ``feature_info`` entry, always NCHW;
-* ``reset_classifier(num_classes)`` replaces the classifier (0 removes it);
-* ``feature_info``: ``[{"name", "channels", "reduction"}, ...]`` one per stage output;
+  classifier; its width is ``head_hidden_size``);
+* ``forward_intermediates(x, indices, norm, stop_early, output_fmt, intermediates_only)``
+  returns ``(final, [maps])``; ``prune_intermediate_layers(indices, prune_norm, prune_head)``;
+* ``num_classes``, ``num_features``, ``head_hidden_size``, ``global_pool``, ``get_classifier()``,
+  ``reset_classifier(num_classes, global_pool=None)``, ``set_grad_checkpointing()``;
+* ``feature_info``: ``[{"name", "channels", "reduction", "module"}, ...]`` one per stage output;
+* ``pretrained_cfg`` (alias ``default_cfg``): input_size, mean, std, crop_pct, interpolation,
+  num_classes, pool_size, first_conv, classifier, fixed_input_size, min_input_size;
 * ``stage_specs()``: the rows of the paper's architecture table (used by ``visionzoo info``);
-* ``pretrained_cfg``: input size, mean, std, crop_pct, interpolation;
 * ``no_weight_decay()``: names of parameters that must not be decayed.
+
+Every model traces: shape checks and shape-dependent Python live in functions wrapped for
+``torch.fx`` (one node in a symbolic trace), and ``torch.export``/``torch.compile`` see static
+sizes, so the same forward serves eager mode, FX feature extraction and export.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "ClassifierHead",
@@ -30,11 +39,14 @@ __all__ = [
     "ConvNormAct",
     "DropPath",
     "FeatureExtractor",
+    "FeatureInfo",
     "SqueezeExcite",
     "StageSpec",
     "ZooModel",
+    "check_batch",
     "create_conv2d",
     "default_cfg",
+    "feature_take_indices",
     "make_divisible",
     "pad_same",
 ]
@@ -149,25 +161,89 @@ class SqueezeExcite(nn.Module):
         return x * s  # scale, eq. (4)
 
 
-class ClassifierHead(nn.Module):
-    """Global average pool -> (dropout) -> linear. ``num_classes=0`` gives pooled features."""
+def feature_take_indices(num_features: int, indices: int | Sequence[int] | None = None
+                         ) -> tuple[list[int], int]:
+    """timm's index rule for ``forward_intermediates``: ``None`` takes every feature, an int
+    ``n`` the last ``n``, a sequence those positions (negative counts from the end). Returns the
+    sorted-as-given positions and the largest one (where ``stop_early`` may stop)."""
+    if indices is None:
+        take = list(range(num_features))
+    elif isinstance(indices, int):
+        if not 0 < indices <= num_features:
+            raise ValueError(f"indices={indices}: an int takes the last n of the {num_features} "
+                             f"feature maps, so it must be in 1..{num_features}")
+        take = list(range(num_features - indices, num_features))
+    else:
+        take = []
+        for i in indices:
+            if not -num_features <= int(i) < num_features:
+                raise ValueError(f"feature index {i} out of range for {num_features} feature maps "
+                                 f"(valid: {-num_features}..{num_features - 1})")
+            take.append(int(i) % num_features)
+    return take, max(take) if take else -1
 
-    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.0):
+
+@torch.fx.wrap
+def check_batch(x: torch.Tensor, in_chans: int, name: str) -> torch.Tensor:
+    """A one-line error for a batch the network cannot take (instead of a deep conv error).
+
+    Wrapped for ``torch.fx``: a symbolic trace records one call (the check still runs in the
+    traced graph); ``torch.export``/``torch.compile`` see static channel counts and trace it.
+    """
+    if torch.jit.is_tracing():  # sizes are traced tensors there; the trace fixes them anyway
+        return x
+    if x.ndim != 4 or x.shape[1] != in_chans:
+        raise ValueError(
+            f"{name} expects a batch of shape (N, {in_chans}, H, W) (in_chans={in_chans}); got a "
+            f"tensor of shape {tuple(x.shape)}")
+    return x
+
+
+POOL_TYPES = ("avg", "max", "")
+
+
+def _check_pool(pool_type: str, num_classes: int) -> str:
+    if pool_type not in POOL_TYPES:
+        raise ValueError(f"global_pool must be one of {POOL_TYPES} ('' keeps the map); got "
+                         f"{pool_type!r}")
+    if pool_type == "" and num_classes > 0:
+        raise ValueError("global_pool='' returns the unpooled feature map, so it needs "
+                         "num_classes=0 (a classifier needs pooled features)")
+    return pool_type
+
+
+class ClassifierHead(nn.Module):
+    """Global pool -> (dropout) -> linear. ``num_classes=0`` gives pooled features; with
+    ``pool_type=""`` (and no classifier) the map is returned unpooled."""
+
+    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.0,
+                 pool_type: str = "avg"):
         super().__init__()
-        self.in_features = in_features
+        self.in_features = self.hidden_size = in_features
+        self.pool_type = _check_pool(pool_type, num_classes)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc: nn.Module = nn.Identity()
         self.reset(num_classes)
 
-    def reset(self, num_classes: int) -> None:
+    def reset(self, num_classes: int, pool_type: str | None = None) -> None:
+        if pool_type is not None:
+            self.pool_type = _check_pool(pool_type, num_classes)
+        elif self.pool_type == "":
+            _check_pool("", num_classes)
         self.num_classes = num_classes
         self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean((2, 3)) if x.ndim == 4 else x  # (N, C, H, W) -> (N, C)
+        if self.pool_type == "avg":
+            x = x.mean((2, 3))  # (N, C, H, W) -> (N, C)
+        elif self.pool_type == "max":
+            x = x.amax((2, 3))
         if pre_logits:
             return x
         return self.fc(self.drop(x))
+
+    def extra_repr(self) -> str:
+        return f"pool_type={self.pool_type!r}"
 
 
 @dataclass(frozen=True)
@@ -191,42 +267,140 @@ class StageSpec:
 
 
 class ZooModel(nn.Module):
-    """Base class of every visionzoo classifier (see the module docstring for the contract)."""
+    """Base class of every visionzoo classifier (see the module docstring for the contract).
+
+    A family describes its network once, as ``trunk()``: the modules of the backbone in execution
+    order, each marked when its output is a ``feature_info`` map. ``forward_features``,
+    ``forward_intermediates``, ``prune_intermediate_layers`` and gradient checkpointing all run
+    that one list, so they cannot disagree.
+    """
 
     feature_info: list[dict]
-    pretrained_cfg: dict
     num_classes: int
+    num_features: int
     in_chans: int
     model_name: str = ""
+    grad_checkpointing: bool = False
 
-    # Defaults for the common layout ``stem -> pool -> stages`` (ResNet, ShuffleNet, ...), whose
-    # feature_info lists the stem output and then each stage's; other layouts override both.
+    # -- the backbone ---------------------------------------------------------------------------
+
+    def trunk(self) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], bool]]:
+        """``[(step, is_feature), ...]`` in execution order. The default is the common layout
+        ``stem -> pool -> stages`` (ResNet, ShuffleNet, ...): the stem output and each stage's
+        are the feature maps."""
+        return [(self.stem, True), (self.pool, False), *((s, True) for s in self.stages)]
+
+    def _run(self, step: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(step, x, use_reentrant=False)  # recompute in backward
+        return step(x)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.stages(self.pool(self.stem(x)))
+        x = self.check_input(x)
+        for step, _ in self.trunk():
+            x = self._run(step, x)
+        return x
 
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        self.check_input(x)
-        x = self.stem(x)
-        maps = [x]
-        x = self.pool(x)
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None,
+                              norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False
+                              ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's signature and semantics: ``(final_features, [maps])``, the maps at
+        ``indices`` of ``feature_info`` (all by default; an int n: the last n), or only the list
+        when ``intermediates_only``. ``stop_early`` stops after the last map asked for (the
+        "final" output is then that partial map). ``norm`` applies a final norm the model keeps
+        outside its trunk to the last map (Swin); in these CNNs the trunk includes it.
+        ``output_fmt`` "NCHW" (default) or "NHWC"."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC'; got {output_fmt!r}")
+        take, last = feature_take_indices(len(self.feature_info), indices)
+        x = self.check_input(x)
+        maps: list[torch.Tensor] = []
+        feature = 0
+        for step, is_feature in self.trunk():
+            x = self._run(step, x)
+            if is_feature:
+                if feature in take:
+                    maps.append(x if output_fmt == "NCHW" else x.permute(0, 2, 3, 1))
+                feature += 1
+                if stop_early and feature > last:
+                    break
+        if intermediates_only:
+            return maps
+        return x, maps
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1,
+                                  prune_norm: bool = False, prune_head: bool = True) -> list[int]:
+        """Drop every trunk module after the last map in ``indices`` (and, with ``prune_head``,
+        the head), so an encoder stores and runs only what it returns. Returns the kept feature
+        positions (timm's semantics)."""
+        take, last = feature_take_indices(len(self.feature_info), indices)
+        names = {id(m): n for n, m in self.named_modules()}
+        feature, cut, dropped = 0, False, []
+        for step, is_feature in self.trunk():
+            if cut:
+                owner = step if isinstance(step, nn.Module) else getattr(step, "__self__", None)
+                if id(owner) not in names:
+                    raise RuntimeError(f"cannot prune trunk step {step!r}: not a submodule")
+                dropped.append(names[id(owner)])
+            if is_feature:
+                feature += 1
+                cut = cut or feature > last
+        for name in dropped:  # outermost first: a step inside a dropped module goes with it
+            if any(name.startswith(d + ".") for d in dropped if d != name):
+                continue
+            parent, _, leaf = name.rpartition(".")
+            setattr(self.get_submodule(parent) if parent else self, leaf, nn.Identity())
+        self.feature_info = self.feature_info[:last + 1]
+        if prune_head:
+            self.remove_head()
+        return take
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each trunk step's activations in backward instead of storing them
+        (``torch.utils.checkpoint``): the same gradients for a fraction of the memory."""
+        self.grad_checkpointing = bool(enable)
+
+    # -- the head -------------------------------------------------------------------------------
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if isinstance(self.head, nn.Identity):  # removed (features_only, pruned)
+            return x
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of ``forward_head(x, pre_logits=True)``: the classifier's input (4096 for the
+        fc6/fc7 heads of AlexNet and VGG, ``num_features`` where the head only pools)."""
+        return getattr(self.head, "hidden_size", self.num_features)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head.reset(num_classes)
+    @property
+    def global_pool(self) -> str:
+        return getattr(self.head, "pool_type", "")
+
+    def get_classifier(self) -> nn.Module:
+        return getattr(self.head, "fc", nn.Identity())
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for ``num_classes`` (0: none, forward returns pooled features);
+        ``global_pool`` "avg", "max" or "" (no pooling: forward returns the map)."""
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0; got {num_classes}")
+        if isinstance(self.head, nn.Identity):
+            raise ValueError("this model's head was removed (features_only / pruned)")
+        if global_pool is not None and not hasattr(self.head, "pool_type"):
+            raise ValueError(f"{self.model_name or type(self).__name__}'s head does not pool "
+                             f"globally, so global_pool does not apply")
+        if global_pool is None:
+            self.head.reset(num_classes)
+        else:
+            self.head.reset(num_classes, global_pool)
         self.num_classes = num_classes
+        if "num_classes" in self.__dict__.get("_pretrained_cfg", {}):
+            self._pretrained_cfg["num_classes"] = num_classes
 
     def remove_head(self) -> None:
         """Drop the whole head (``features_only``): the backbone stores no classifier weights,
@@ -234,19 +408,60 @@ class ZooModel(nn.Module):
         self.head = nn.Identity()
         self.num_classes = 0
 
+    # -- description ----------------------------------------------------------------------------
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        """timm's keys: input_size, mean, std, crop_pct, interpolation (what the family sets),
+        and num_classes, pool_size, first_conv, classifier, fixed_input_size, min_input_size
+        (filled in from the model itself). The same dict object each time, so updates stick."""
+        cfg = self.__dict__.setdefault("_pretrained_cfg", default_cfg())
+        size = tuple(cfg.get("input_size", (self.in_chans, 224, 224)))
+        cfg["num_classes"] = self.num_classes
+        cfg.setdefault("pool_size", self.feature_size(size[1:]))
+        cfg.setdefault("first_conv", self._first_conv())
+        cfg.setdefault("classifier", "head.fc")
+        cfg.setdefault("fixed_input_size", False)
+        if "min_input_size" not in cfg and self.model_name:
+            from visionzoo.registry import model_info  # lazy: the registry imports the models
+
+            m = model_info(self.model_name).min_input_size
+            cfg["min_input_size"] = (size[0], m, m)
+        return cfg
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg: Mapping[str, Any]) -> None:
+        self.__dict__["_pretrained_cfg"] = dict(cfg)
+
+    @property
+    def default_cfg(self) -> dict:  # timm's older name
+        return self.pretrained_cfg
+
+    def _first_conv(self) -> str:
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Conv2d):
+                return name
+        return ""
+
+    def feature_size(self, hw: Sequence[int]) -> tuple[int, int]:
+        """(H, W) of ``forward_features`` for an (H, W) input: sides divide by the last map's
+        reduction, rounding up (padded convs and pools); "border" entries (unpadded AlexNet
+        layers) subtract a border first."""
+        f = self.feature_info[-1]
+        r, b = f["reduction"], f.get("border")
+        if b is not None:
+            return tuple((s - b) // r + 1 for s in hw)
+        return tuple(-(-s // r) for s in hw)
+
     def stage_specs(self) -> list[StageSpec]:
         return []
 
     def no_weight_decay(self) -> set[str]:
         return set()
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """A clear error for a batch the network cannot take (instead of a deep conv error)."""
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            name = self.model_name or type(self).__name__
-            raise ValueError(
-                f"{name} expects a batch of shape (N, {self.in_chans}, H, W) "
-                f"(in_chans={self.in_chans}); got a tensor of shape {tuple(x.shape)}")
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``, or a one-line ValueError naming the expected (N, in_chans, H, W)."""
+        return check_batch(x, self.in_chans, self.model_name or type(self).__name__)
 
     def init_weights(self) -> None:
         """He (fan-out) init for convs, unit/zero BN, small-normal linear layers."""
@@ -264,10 +479,24 @@ class ZooModel(nn.Module):
                 nn.init.zeros_(m.bias)
 
 
+class FeatureInfo(list):
+    """``feature_info`` of a backbone: the list of dicts, plus timm's accessors."""
+
+    def channels(self) -> list[int]:
+        return [f["channels"] for f in self]
+
+    def reduction(self) -> list[int]:
+        return [f["reduction"] for f in self]
+
+    def module_name(self) -> list[str]:
+        return [f["module"] for f in self]
+
+
 class FeatureExtractor(nn.Module):
     """A backbone view of a ZooModel: forward returns the selected stage maps (NCHW).
 
-    The classifier is removed, so its parameters are neither stored nor trained.
+    The model is pruned after the last selected map (``prune_intermediate_layers``), so neither
+    the classifier nor unused stages are stored or run.
     """
 
     def __init__(self, model: ZooModel, out_indices: Sequence[int] | None = None):
@@ -278,23 +507,26 @@ class FeatureExtractor(nn.Module):
             if not -n <= i < n:
                 raise ValueError(f"out_indices {out_indices} out of range for {n} feature stages")
         self.out_indices = tuple(i % n for i in out_indices)
-        model.remove_head()
+        self.feature_info = FeatureInfo(model.feature_info[i] for i in self.out_indices)
+        model.prune_intermediate_layers(self.out_indices, prune_head=True)
         self.model = model
         self.model_name = getattr(model, "model_name", "")
-        self.feature_info = [model.feature_info[i] for i in self.out_indices]
         self.pretrained_cfg = getattr(model, "pretrained_cfg", {})
 
     @property
     def channels(self) -> list[int]:
-        return [f["channels"] for f in self.feature_info]
+        return self.feature_info.channels()
 
     @property
     def reductions(self) -> list[int]:
-        return [f["reduction"] for f in self.feature_info]
+        return self.feature_info.reduction()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.set_grad_checkpointing(enable)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        maps = self.model.forward_intermediates(x)
-        return [maps[i] for i in self.out_indices]
+        return self.model.forward_intermediates(x, indices=self.out_indices,
+                                                intermediates_only=True)
 
 
 def shortcut_zero_pad(x: torch.Tensor, out_chs: int, stride: int) -> torch.Tensor:

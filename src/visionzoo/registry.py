@@ -7,9 +7,13 @@ paper exist as flags, and which torchvision/timm networks are the same architect
 
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import fnmatch
+import inspect
 import re
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +23,7 @@ import torch.nn as nn
 
 __all__ = [
     "Deviation",
+    "InvalidArgumentError",
     "ModelInfo",
     "Published",
     "UnknownModelError",
@@ -213,13 +218,20 @@ def create_model(
     fn, info = _lookup(name)
     if num_classes is None:
         num_classes = info.num_classes
+    check_arguments(name, num_classes=num_classes, in_chans=in_chans, **overrides)
     if pretrained:
         from visionzoo.ports import load_pretrained  # ports import the models; keep lazy
 
         model = load_pretrained(name, pretrained, num_classes=num_classes, in_chans=in_chans,
                                 **overrides)
     else:
-        model = fn(num_classes=num_classes, in_chans=in_chans, **overrides)
+        try:
+            model = fn(num_classes=num_classes, in_chans=in_chans, **overrides)
+        except TypeError as e:  # a keyword the variant fixes itself (e.g. ResNet-50's depths)
+            if "multiple values" not in str(e) and "unexpected keyword" not in str(e):
+                raise
+            raise InvalidArgumentError(f"{name}: {e.args[0].split('() ')[-1]}; the variant "
+                                       f"sets it (choose another registered name)") from None
         model.model_name = name
         model.model_config = {"num_classes": num_classes, "in_chans": in_chans, **overrides}
     if features_only:
@@ -227,6 +239,75 @@ def create_model(
 
         return FeatureExtractor(model, out_indices=out_indices)
     return model
+
+
+class InvalidArgumentError(ValueError):
+    """A constructor argument a model cannot take (unknown keyword, wrong type, out of range)."""
+
+
+def model_arguments(name: str) -> dict[str, Any]:
+    """The keyword arguments ``create_model(name, ...)`` passes to the model's constructor,
+    with their annotated types (read from the builder's return type, the model class)."""
+    fn, _ = _lookup(name)
+    cls = typing.get_type_hints(fn).get("return")
+    if not isinstance(cls, type):
+        return {}
+    hints = typing.get_type_hints(cls.__init__)
+    params = inspect.signature(cls.__init__).parameters
+    return {k: hints.get(k, Any) for k, p in params.items()  # required ones: the variant's
+            if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.default is not p.empty}
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Does ``value`` fit a simple annotation? Unknown kinds of annotation accept anything."""
+    if hint is Any:
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (tuple, list, collections.abc.Sequence):
+        return isinstance(value, tuple | list)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    text = getattr(hint, "__name__", None) if not typing.get_args(hint) else None
+    return text or str(hint).replace("typing.", "").replace("collections.abc.", "")
+
+
+def check_arguments(name: str, **kwargs: Any) -> None:
+    """One clear error for an argument ``name``'s constructor cannot take: ``num_classes < 0``,
+    ``in_chans < 1``, an unknown keyword (the message lists the accepted ones), or a value of
+    the wrong type (``stride_in_1x1="maybe"``)."""
+    n, c = kwargs.get("num_classes"), kwargs.get("in_chans")
+    if n is not None and (not _type_ok(n, int) or n < 0):
+        raise InvalidArgumentError(f"{name}: num_classes must be an integer >= 0 (0: no "
+                                   f"classifier); got {n!r}")
+    if c is not None and (not _type_ok(c, int) or c < 1):
+        raise InvalidArgumentError(f"{name}: in_chans must be an integer >= 1; got {c!r}")
+    accepted = model_arguments(name)
+    if not accepted:
+        return
+    for key, value in kwargs.items():
+        if key not in accepted:
+            raise InvalidArgumentError(
+                f"{name} takes no argument {key!r}; it accepts: {', '.join(sorted(accepted))}")
+        if not _type_ok(value, accepted[key]):
+            raise InvalidArgumentError(f"{name}: {key} must be {_type_name(accepted[key])}; got "
+                                       f"{value!r} ({type(value).__name__})")
 
 
 def builder(name: str) -> Callable[..., nn.Module]:

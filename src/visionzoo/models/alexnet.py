@@ -46,7 +46,7 @@ Other input sizes, and deviations (flags)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -108,17 +108,24 @@ class ResponseNorm(nn.Module):
         self.towers, self.size, self.k, self.alpha, self.beta = towers, size, k, alpha, beta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        x = x.reshape(n * self.towers, c // self.towers, h, w)  # (N, C, H, W) -> (N*T, C/T, H, W)
-        # the sum of squares runs in float32 for half types (no bf16 avg_pool3d kernel on CPU,
-        # and squares of activations overflow float16)
-        y = F.local_response_norm(x.float() if x.dtype in (torch.bfloat16, torch.float16) else x,
-                                  self.size, self.size * self.alpha, self.beta, self.k)
-        return y.to(x.dtype).reshape(n, c, h, w)  # back to (N, C, H, W)
+        return response_norm(x, self.towers, self.size, self.size * self.alpha, self.beta, self.k)
 
     def extra_repr(self) -> str:
         return (f"towers={self.towers}, n={self.size}, k={self.k}, alpha={self.alpha}, "
                 f"beta={self.beta}")
+
+
+@torch.fx.wrap  # dtype-dependent: one node in an FX trace
+def response_norm(x: torch.Tensor, towers: int, size: int, alpha: float, beta: float,
+                  k: float) -> torch.Tensor:
+    """Local response normalization within each tower's channels (see ``ResponseNorm``)."""
+    n, c, h, w = x.shape
+    x = x.reshape(n * towers, c // towers, h, w)  # (N, C, H, W) -> (N*T, C/T, H, W)
+    # the sum of squares runs in float32 for half types (no bf16 avg_pool3d kernel on CPU, and
+    # squares of activations overflow float16)
+    y = F.local_response_norm(x.float() if x.dtype in (torch.bfloat16, torch.float16) else x,
+                              size, alpha, beta, k)
+    return y.to(x.dtype).reshape(n, c, h, w)  # back to (N, C, H, W)
 
 
 class ConvStage(nn.Module):
@@ -149,6 +156,7 @@ class AlexNetHead(nn.Module):
                  grid: int = 6):
         super().__init__()
         self.in_chs, self.grid, self.width = in_chs, grid, width
+        self.hidden_size = width
         self.fc_input, self.dropout_before_fc = fc_input, dropout_before_fc
         self.fc6 = nn.Linear(in_chs * grid * grid, width)
         self.fc7 = nn.Linear(width, width)
@@ -162,20 +170,27 @@ class AlexNetHead(nn.Module):
         self.fc = nn.Linear(self.width, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        g = self.grid
         if self.fc_input == "adaptive":
-            x = F.adaptive_avg_pool2d(x, g)
-        elif tuple(x.shape[-2:]) != (g, g):
-            raise ValueError(
-                f"fc6 takes a {self.in_chs}x{g}x{g} map (fc_input='fixed', the paper's fixed input "
-                f"size); got {tuple(x.shape[1:])}. Use the design input size (pretrained_cfg) or "
-                f"fc_input='adaptive' (torchvision's adaptive average pooling)")
+            x = F.adaptive_avg_pool2d(x, self.grid)
+        else:
+            x = check_fc6_input(x, self.in_chs, self.grid)
         x = x.flatten(1)  # (N, C, 6, 6) -> (N, C*36), channel-major
         if self.dropout_before_fc:  # torchvision's order: dropout, fc6, ReLU, dropout, fc7, ReLU
             x = self.act(self.fc7(self.drop(self.act(self.fc6(self.drop(x))))))
         else:  # §4.2: the outputs of the two hidden layers are dropped
             x = self.drop(self.act(self.fc7(self.drop(self.act(self.fc6(x))))))
         return x if pre_logits else self.fc(x)
+
+
+@torch.fx.wrap  # one node in an FX trace; torch.export sees static sizes and traces it
+def check_fc6_input(x: torch.Tensor, chs: int, g: int) -> torch.Tensor:
+    """``x``, or a one-line error when pool5 is not the C x g x g map fc6 was built for."""
+    if not torch.jit.is_tracing() and tuple(x.shape[-2:]) != (g, g):
+        raise ValueError(
+            f"fc6 takes a {chs}x{g}x{g} map (fc_input='fixed', the paper's fixed input size); got "
+            f"{tuple(x.shape[1:])}. Use the design input size (pretrained_cfg) or "
+            f"fc_input='adaptive' (torchvision's adaptive average pooling)")
+    return x
 
 
 class AlexNet(ZooModel):
@@ -204,14 +219,16 @@ class AlexNet(ZooModel):
             reduction *= spec.stride
             if spec.pool:
                 self.feature_info.append({"name": f"conv{i + 1}", "channels": in_chs,
-                                          "reduction": reduction, "border": border})
+                                          "reduction": reduction, "border": border,
+                                          "module": f"layers.{i}.norm"})
                 border += 2 * reduction  # 3x3 window, stride 2, no padding
                 reduction *= 2
         self.feature_info.append({"name": "pool5", "channels": in_chs, "reduction": reduction,
-                                  "border": border})
+                                  "border": border, "module": f"layers.{len(layers) - 1}.pool"})
         self.num_features = in_chs
         self.head = AlexNetHead(in_chs, num_classes, fc_input, drop_rate, dropout_before_fc)
-        self.pretrained_cfg = default_cfg((3, input_size, input_size))
+        self.pretrained_cfg = {**default_cfg((3, input_size, input_size)),
+                               "fixed_input_size": fc_input == "fixed"}
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -224,25 +241,16 @@ class AlexNet(ZooModel):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.constant_(m.bias, 1.0 if m in ones else 0.0)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        self.check_input(x)
-        maps = []
-        for layer in self.layers:
-            x = layer.unpooled(x)
+    def trunk(self) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], bool]]:
+        """Each layer's map before its max pool is a map (conv1, conv2, conv5), and pool5,
+        the input of fc6."""
+        steps: list[tuple[Callable[[torch.Tensor], torch.Tensor], bool]] = []
+        for i, layer in enumerate(self.layers):
             if isinstance(layer.pool, nn.MaxPool2d):
-                maps.append(x)  # the map before each pooling layer
-                x = layer.pool(x)
-        maps.append(x)  # pool5: the input of fc6
-        return maps
+                steps += [(layer.unpooled, True), (layer.pool, i == len(self.layers) - 1)]
+            else:
+                steps.append((layer, False))
+        return steps
 
     def stage_specs(self) -> list[StageSpec]:
         """The layers of Figure 2 / §3.5, one row per layer."""

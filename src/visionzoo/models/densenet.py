@@ -133,7 +133,7 @@ class DenseNet(ZooModel):
     def __init__(self, growth_rate: int = 32, block_config: Sequence[int] = (6, 12, 24, 16),
                  stem_chs: int | None = None, bn_size: int = 4, compression: float = 0.5,
                  drop_rate: float = 0.0, memory_efficient: bool = False,
-                 num_classes: int = 1000, in_chans: int = 3):
+                 num_classes: int = 1000, in_chans: int = 3, global_pool: str = "avg"):
         super().__init__()
         if not 0 < compression <= 1:
             raise ValueError(f"compression theta must be in (0, 1] (§3); got {compression}")
@@ -144,7 +144,8 @@ class DenseNet(ZooModel):
         stem_chs = stem_chs or 2 * growth_rate  # "2k convolutions of size 7x7 with stride 2"
         self.stem = ConvNormAct(in_chans, stem_chs, 7, stride=2)
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.feature_info = [{"name": "conv", "channels": stem_chs, "reduction": 2}]
+        self.feature_info = [{"name": "conv", "channels": stem_chs, "reduction": 2,
+                              "module": "stem"}]
         self.blocks = nn.ModuleList()
         self.transitions = nn.ModuleList()
         chs, reduction = stem_chs, 4
@@ -153,8 +154,10 @@ class DenseNet(ZooModel):
                                memory_efficient=memory_efficient)
             self.blocks.append(block)
             chs = block.out_chs
+            last = i == len(block_config) - 1  # the last map is after the final BN-ReLU
             self.feature_info.append({"name": f"dense_block{i + 1}", "channels": chs,
-                                      "reduction": reduction})
+                                      "reduction": reduction,
+                                      "module": "act" if last else f"blocks.{i}"})
             if i < len(block_config) - 1:
                 out = int(compression * chs)  # floor(theta * m)
                 self.transitions.append(Transition(chs, out, drop_rate))
@@ -163,7 +166,7 @@ class DenseNet(ZooModel):
         self.norm = nn.BatchNorm2d(chs)
         self.act = nn.ReLU(inplace=True)
         self.num_features = chs
-        self.head = ClassifierHead(chs, num_classes)
+        self.head = ClassifierHead(chs, num_classes, pool_type=global_pool)
         self.pretrained_cfg = default_cfg()
         self.init_weights()
 
@@ -174,27 +177,22 @@ class DenseNet(ZooModel):
             if isinstance(m, DenseLayer):
                 m.memory_efficient = enabled
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        x = self.pool(self.stem(x))
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i < len(self.transitions):
-                x = self.transitions[i](x)
-        return self.act(self.norm(x))
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """The memory-efficient implementation (see ``DenseLayer``): each layer's
+        concatenation, BN, ReLU and 1x1 conv are recomputed in backward, running statistics
+        updated once."""
+        self.set_memory_efficient(enable)
 
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        self.check_input(x)
-        x = self.stem(x)
-        maps = [x]
-        x = self.pool(x)
+    def trunk(self) -> list[tuple[nn.Module, bool]]:
+        """Conv, pool, then each dense block (its output a map) and the transition after it;
+        the last block's map is taken after the final BN-ReLU (what the classifier pools)."""
+        steps: list[tuple[nn.Module, bool]] = [(self.stem, True), (self.pool, False)]
         for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i < len(self.transitions):
-                maps.append(x)
-                x = self.transitions[i](x)
-        maps.append(self.act(self.norm(x)))  # the last block, normalised: forward_features
-        return maps
+            last = i == len(self.blocks) - 1
+            steps.append((block, not last))
+            if not last:
+                steps.append((self.transitions[i], False))
+        return steps + [(self.norm, False), (self.act, True)]
 
     def stage_specs(self) -> list[StageSpec]:
         """Table 1's rows: convolution, pooling, dense blocks, transitions, classification."""

@@ -254,7 +254,7 @@ class EfficientNet(ZooModel):
                  in_chans: int = 3, resolution: int = 224, drop_rate: float = 0.2,
                  drop_path_rate: float = 0.2, se_ratio: float | None = 0.25, act: str = "swish",
                  padding: str = "symmetric", bn_eps: float = 1e-3, bn_momentum: float = 0.01,
-                 fix_stem_head: bool = False, divisor: int = 8):
+                 fix_stem_head: bool = False, divisor: int = 8, global_pool: str = "avg"):
         super().__init__()
         if act not in _ACTS:
             raise ValueError(f"act must be one of {sorted(_ACTS)}; got {act!r}")
@@ -275,12 +275,13 @@ class EfficientNet(ZooModel):
         self.stem = ConvNormAct(in_chans, stem_chs, TABLE1_STEM.kernel, TABLE1_STEM.stride,
                                 act=act_layer, padding=pad, **bn)
         reduction = TABLE1_STEM.stride
-        self.feature_info = [{"name": "stage1", "channels": stem_chs, "reduction": reduction}]
+        self.feature_info = [{"name": "stage1", "channels": stem_chs, "reduction": reduction,
+                              "module": "stem"}]
 
         repeats = stage_repeats(depth, fix_first_last=fix_stem_head)
         total, idx = sum(repeats), 0
         in_chs, stages = stem_chs, []
-        for row, n in zip(TABLE1_MBCONV, repeats, strict=True):
+        for i, (row, n) in enumerate(zip(TABLE1_MBCONV, repeats, strict=True)):
             out_chs, blocks = chs(row.channels), []
             for j in range(n):
                 blocks.append(MBConv(in_chs, out_chs, row.expand, row.kernel,
@@ -290,14 +291,16 @@ class EfficientNet(ZooModel):
             reduction *= row.stride
             stages.append(nn.Sequential(*blocks))
             self.feature_info.append(
-                {"name": f"stage{row.stage}", "channels": out_chs, "reduction": reduction})
+                {"name": f"stage{row.stage}", "channels": out_chs, "reduction": reduction,
+                 "module": f"stages.{i}"})
         self.stages = nn.Sequential(*stages)
 
         head_chs = TABLE1_HEAD.channels if fix_stem_head else chs(TABLE1_HEAD.channels)
         self.conv_head = ConvNormAct(in_chs, head_chs, TABLE1_HEAD.kernel, act=act_layer, **bn)
-        self.feature_info.append({"name": "stage9", "channels": head_chs, "reduction": reduction})
+        self.feature_info.append({"name": "stage9", "channels": head_chs, "reduction": reduction,
+                                  "module": "conv_head"})
         self.num_features = head_chs
-        self.head = ClassifierHead(head_chs, num_classes, drop_rate)  # dropout, then FC
+        self.head = ClassifierHead(head_chs, num_classes, drop_rate, global_pool)  # dropout, FC
         self.drop_rate, self.drop_path_rate = drop_rate, drop_path_rate
         self.repeats = repeats
         self.pretrained_cfg = default_cfg((3, resolution, resolution),
@@ -314,19 +317,9 @@ class EfficientNet(ZooModel):
             nn.init.uniform_(fc.weight, -bound, bound)
             nn.init.zeros_(fc.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.conv_head(self.stages(self.stem(x)))
-
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        self.check_input(x)
-        x = self.stem(x)
-        maps = [x]
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        maps.append(self.conv_head(x))
-        return maps
+    def trunk(self) -> list[tuple[nn.Module, bool]]:
+        """Table 1's stages 1-9, each output a map: stem conv, the MBConv rows, conv1x1."""
+        return [(self.stem, True), *((s, True) for s in self.stages), (self.conv_head, True)]
 
     def stage_specs(self) -> list[StageSpec]:
         """Table 1's rows (stage, operator, channels, #layers), built from this instance."""

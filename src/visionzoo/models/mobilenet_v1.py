@@ -119,7 +119,7 @@ class MobileNetV1(ZooModel):
 
     def __init__(self, width_mult: float = 1.0, num_classes: int = 1000, in_chans: int = 3,
                  act: str = "relu", depthwise: bool = True, shallow: bool = False,
-                 drop_rate: float = 0.0):
+                 drop_rate: float = 0.0, global_pool: str = "avg"):
         super().__init__()
         if act not in _ACTS:
             raise ValueError(f"act must be one of {sorted(_ACTS)}; got {act!r}")
@@ -156,26 +156,18 @@ class MobileNetV1(ZooModel):
         self.feature_info.append(self._feature(len(stages), in_chs, reduction))
         self.stages = nn.Sequential(*(nn.Sequential(*blocks) for blocks in stages))
         self.num_features = in_chs
-        self.head = ClassifierHead(in_chs, num_classes, drop_rate)
+        self.head = ClassifierHead(in_chs, num_classes, drop_rate, global_pool)
         self.pretrained_cfg = default_cfg()
         self.init_weights()
 
     @staticmethod
     def _feature(index: int, channels: int, reduction: int) -> dict:
-        return {"name": f"stage{index}", "channels": channels, "reduction": reduction}
+        return {"name": f"stage{index}", "channels": channels, "reduction": reduction,
+                "module": f"stages.{index - 1}"}
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.stages(self.stem(x))
-
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        self.check_input(x)
-        x = self.stem(x)
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
+    def trunk(self) -> list[tuple[nn.Module, bool]]:
+        """Conv2d_0, then one stage per output resolution; each stage's output is a map."""
+        return [(self.stem, False), *((stage, True) for stage in self.stages)]
 
     def stage_specs(self) -> list[StageSpec]:
         """Table 1, row by row: "Type / Stride: Filter Shape". Rows are named like the layers of

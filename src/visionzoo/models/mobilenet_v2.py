@@ -131,7 +131,7 @@ class MobileNetV2(ZooModel):
     """
 
     def __init__(self, width_mult: float = 1.0, num_classes: int = 1000, in_chans: int = 3,
-                 drop_rate: float = 0.2, drop_path_rate: float = 0.0):
+                 drop_rate: float = 0.2, drop_path_rate: float = 0.0, global_pool: str = "avg"):
         super().__init__()
         if width_mult <= 0:
             raise ValueError(f"width_mult (§4) must be positive; got {width_mult}")
@@ -154,30 +154,23 @@ class MobileNetV2(ZooModel):
             stages.append(nn.Sequential(*blocks))
             if i in FEATURE_ROWS:
                 self.feature_info.append(
-                    {"name": f"bottleneck{i + 1}", "channels": out_chs, "reduction": reduction})
+                    {"name": f"bottleneck{i + 1}", "channels": out_chs, "reduction": reduction,
+                     "module": f"stages.{i}"})
         self.stages = nn.Sequential(*stages)
         self.num_features = last_channels(width_mult)
         self.last_conv = ConvNormAct(in_chs, self.num_features, 1, act=act)
         self.feature_info.append(
-            {"name": "conv2d_1x1", "channels": self.num_features, "reduction": reduction})
-        self.head = ClassifierHead(self.num_features, num_classes, drop_rate)
+            {"name": "conv2d_1x1", "channels": self.num_features, "reduction": reduction,
+             "module": "last_conv"})
+        self.head = ClassifierHead(self.num_features, num_classes, drop_rate, global_pool)
         self.pretrained_cfg = default_cfg()
         self.init_weights()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.last_conv(self.stages(self.stem(x)))
-
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        self.check_input(x)
-        x = self.stem(x)
-        maps = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in FEATURE_ROWS:
-                maps.append(x)
-        maps.append(self.last_conv(x))
-        return maps
+    def trunk(self) -> list[tuple[nn.Module, bool]]:
+        """Table 2 top to bottom: conv2d, the bottleneck rows (the last of each resolution is
+        a map), conv2d 1x1."""
+        return [(self.stem, False), *((s, i in FEATURE_ROWS) for i, s in enumerate(self.stages)),
+                (self.last_conv, True)]
 
     def stage_specs(self) -> list[StageSpec]:
         """Table 2's rows: operator, t, c, n, s (c after the width multiplier)."""

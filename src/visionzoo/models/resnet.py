@@ -193,7 +193,8 @@ class ResNet(ZooModel):
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  zero_init_residual: bool = False, se_ratio: float | None = None,
                  deep_stem: bool = False, shortcut_kernel: int = 1,
-                 halve_first_1x1: bool = False, ceil_pool: bool = False):
+                 halve_first_1x1: bool = False, ceil_pool: bool = False,
+                 global_pool: str = "avg"):
         super().__init__()
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' or 'B' (paper §3.3); got {shortcut!r}")
@@ -235,7 +236,8 @@ class ResNet(ZooModel):
             self.pool = (nn.MaxPool2d(3, stride=2, ceil_mode=True) if ceil_pool
                          else nn.MaxPool2d(3, stride=2, padding=1))
             stem_reduction = 2
-        self.feature_info = [{"name": "conv1", "channels": stem_chs, "reduction": stem_reduction}]
+        self.feature_info = [{"name": "conv1", "channels": stem_chs, "reduction": stem_reduction,
+                              "module": "stem"}]
 
         block_kwargs: dict = {"shortcut": shortcut, "se_ratio": se_ratio,
                               "shortcut_kernel": shortcut_kernel}
@@ -260,10 +262,11 @@ class ResNet(ZooModel):
                 block_idx += 1
             stages.append(nn.Sequential(*blocks))
             self.feature_info.append(
-                {"name": self.paper_names[i + 1], "channels": in_chs, "reduction": reduction})
+                {"name": self.paper_names[i + 1], "channels": in_chs, "reduction": reduction,
+                 "module": f"stages.{i}"})
         self.stages = nn.Sequential(*stages)
         self.num_features = in_chs
-        self.head = ClassifierHead(in_chs, num_classes, drop_rate)
+        self.head = ClassifierHead(in_chs, num_classes, drop_rate, global_pool)
         self.depths, self.widths = tuple(depths), tuple(widths)
         self.pretrained_cfg = default_cfg()
         self.init_weights()

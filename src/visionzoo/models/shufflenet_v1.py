@@ -167,14 +167,16 @@ class ShuffleNetV1(ZooModel):
     """Table 1: Conv1, MaxPool, Stages 2-4 of ShuffleNet units, global pool, FC."""
 
     def __init__(self, groups: int = 3, scale: float = 1.0, num_classes: int = 1000,
-                 in_chans: int = 3, conv1_round: str = "up", drop_rate: float = 0.0):
+                 in_chans: int = 3, conv1_round: str = "up", drop_rate: float = 0.0,
+                 global_pool: str = "avg"):
         super().__init__()
         self.num_classes, self.in_chans = num_classes, in_chans
         self.groups, self.scale, self.conv1_round = groups, scale, conv1_round
         plan = shufflenet_plan(groups, scale, conv1_round)
         self.stem = ConvNormAct(in_chans, plan.conv1, 3, stride=2)  # Conv1
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)  # MaxPool
-        self.feature_info = [{"name": "Conv1", "channels": plan.conv1, "reduction": 2}]
+        self.feature_info = [{"name": "Conv1", "channels": plan.conv1, "reduction": 2,
+                              "module": "stem"}]
         in_chs, reduction, stages = plan.conv1, 4, []
         for i, (row, (out_chs, mid_chs)) in enumerate(zip(TABLE1, plan.stages, strict=True)):
             units = [ShuffleUnit(in_chs, out_chs, mid_chs, 2, groups, first_grouped=i > 0)]
@@ -182,10 +184,11 @@ class ShuffleNetV1(ZooModel):
             stages.append(nn.Sequential(*units))
             in_chs, reduction = out_chs, reduction * 2
             self.feature_info.append(
-                {"name": row.name, "channels": out_chs, "reduction": reduction})
+                {"name": row.name, "channels": out_chs, "reduction": reduction,
+                 "module": f"stages.{i}"})
         self.stages = nn.Sequential(*stages)
         self.num_features = in_chs
-        self.head = ClassifierHead(in_chs, num_classes, drop_rate)
+        self.head = ClassifierHead(in_chs, num_classes, drop_rate, global_pool)
         self.pretrained_cfg = default_cfg()
         self.init_weights()
 

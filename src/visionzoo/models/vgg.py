@@ -39,6 +39,7 @@ Deviations
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -119,13 +120,28 @@ class FCConv(nn.Linear):
         nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 2:
-            return super().forward(x)
-        k = self.window
-        if x.shape[-2:] == (k, k):  # one window: the plain FC layer
-            return super().forward(x.flatten(1))  # (N, C, k, k) -> (N, C*k*k)
-        w = self.weight.view(self.out_features, self.in_chs, k, k)  # (out, C*k*k) -> (out, C, k, k)
-        return F.conv2d(x, w, self.bias)  # (N, out, H-k+1, W-k+1): a score map
+        return slide_fc(x, self.weight, self.bias, self.window)
+
+
+@torch.fx.wrap  # shape-dependent: one node in an FX trace, traced through by torch.export
+def slide_fc(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: int) -> torch.Tensor:
+    """An FC layer over k x k windows of ``x`` (N, C, H, W): (N, out, H-k+1, W-k+1)."""
+    if x.shape[-2:] == (k, k):  # one window: the plain FC layer (a GEMM)
+        return F.linear(x.flatten(1), weight, bias)[:, :, None, None]  # (N, out, 1, 1)
+    w = weight.view(weight.shape[0], -1, k, k)  # (out, C*k*k) -> (out, C, k, k), channel-major
+    return F.conv2d(x, w, bias)  # (N, out, H-k+1, W-k+1): a score map
+
+
+@torch.fx.wrap
+def fit_fc6_input(x: torch.Tensor, grid: int, fc_input: str) -> torch.Tensor:
+    """pool5 as fc6 takes it: shrunk (or repeated) to grid x grid with ``fc_input="adaptive"``
+    (torchvision); under dense evaluation left as is, or pooled up to the grid below 224."""
+    h, w = x.shape[-2:]
+    if fc_input == "adaptive":
+        return F.adaptive_avg_pool2d(x, grid)
+    if h < grid or w < grid:
+        return F.adaptive_avg_pool2d(x, (max(grid, h), max(grid, w)))
+    return x
 
 
 class VGGHead(nn.Module):
@@ -133,9 +149,12 @@ class VGGHead(nn.Module):
     ``fc_input``."""
 
     def __init__(self, in_chs: int, num_classes: int, fc_input: str = "dense",
-                 drop_rate: float = 0.5, width: int = 4096, grid: int = 7):
+                 drop_rate: float = 0.5, width: int = 4096, grid: int = 7,
+                 pool_type: str = "avg"):
         super().__init__()
         self.in_chs, self.width, self.grid, self.fc_input = in_chs, width, grid, fc_input
+        self.hidden_size = width
+        self.pool_type = _check_pool(pool_type)
         self.fc6 = FCConv(in_chs, width, window=grid)
         self.fc7 = FCConv(width, width)
         self.act = nn.ReLU(inplace=True)
@@ -143,24 +162,27 @@ class VGGHead(nn.Module):
         self.fc: nn.Module = nn.Identity()
         self.reset(num_classes)
 
-    def reset(self, num_classes: int) -> None:
+    def reset(self, num_classes: int, pool_type: str | None = None) -> None:
+        if pool_type is not None:
+            self.pool_type = _check_pool(pool_type)
         self.num_classes = num_classes
         self.fc = nn.Linear(self.width, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        g = self.grid
-        h, w = x.shape[-2:]
-        if self.fc_input == "adaptive":
-            x = F.adaptive_avg_pool2d(x, g)  # torchvision: pool5 shrunk (or repeated) to 7x7
-        elif h < g or w < g:
-            x = F.adaptive_avg_pool2d(x, (max(g, h), max(g, w)))  # below 224: pooled up to 7x7
-        x = self.drop(self.act(self.fc6(x)))
+        x = fit_fc6_input(x, self.grid, self.fc_input)
+        x = self.drop(self.act(self.fc6(x)))  # (N, 4096, h, w); 1 x 1 at the design size
         x = self.drop(self.act(self.fc7(x)))
-        if x.ndim == 4:
-            # Dense evaluation: average over positions. fc8 is affine, so averaging its input
-            # equals averaging the class score map as §3.2 does.
-            x = x.mean((2, 3))  # (N, 4096, h, w) -> (N, 4096)
+        # Dense evaluation: average over positions. fc8 is affine, so averaging its input equals
+        # averaging the class score map as §3.2 does. ("max" takes the strongest position.)
+        x = x.mean((2, 3)) if self.pool_type == "avg" else x.amax((2, 3))  # -> (N, 4096)
         return x if pre_logits else self.fc(x)
+
+
+def _check_pool(pool_type: str) -> str:
+    if pool_type not in ("avg", "max"):
+        raise ValueError(f"VGG's global_pool (over the positions of the dense fc7 map) must be "
+                         f"'avg' (§3.2) or 'max'; got {pool_type!r}")
+    return pool_type
 
 
 class VGG(ZooModel):
@@ -168,7 +190,7 @@ class VGG(ZooModel):
 
     def __init__(self, config: str = "D", batch_norm: bool = False, lrn: bool = False,
                  fc_input: str = "dense", drop_rate: float = 0.5, num_classes: int = 1000,
-                 in_chans: int = 3):
+                 in_chans: int = 3, global_pool: str = "avg"):
         super().__init__()
         if config not in TABLE1:
             raise ValueError(f"config must be one of {sorted(TABLE1)} (Table 1); got {config!r}")
@@ -192,11 +214,12 @@ class VGG(ZooModel):
             self.stages.append(nn.Sequential(*layers))
             self.pools.append(nn.MaxPool2d(2, stride=2))
             self.feature_info.append({"name": f"conv{i + 1}", "channels": in_chs,
-                                      "reduction": 2**i})
+                                      "reduction": 2**i, "module": f"stages.{i}"})
         self.feature_info.append({"name": "pool5", "channels": in_chs,
-                                  "reduction": 2 ** len(self.stages)})
+                                  "reduction": 2 ** len(self.stages),
+                                  "module": f"pools.{len(self.stages) - 1}"})
         self.num_features = in_chs
-        self.head = VGGHead(in_chs, num_classes, fc_input, drop_rate)
+        self.head = VGGHead(in_chs, num_classes, fc_input, drop_rate, pool_type=global_pool)
         self.pretrained_cfg = default_cfg()
         self.init_weights(fc=False)
 
@@ -215,25 +238,17 @@ class VGG(ZooModel):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        for stage, pool in zip(self.stages, self.pools, strict=True):
-            x = pool(stage(x))
-        return x
+    def trunk(self) -> list[tuple[nn.Module, bool]]:
+        """Each conv stack (its map before pooling: U-Net's skips) and its max pool; pool5's
+        output, fc6's input, is the last map."""
+        steps = []
+        for i, (stage, pool) in enumerate(zip(self.stages, self.pools, strict=True)):
+            steps += [(stage, True), (pool, i == len(self.stages) - 1)]
+        return steps
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The map of each conv stack before its pooling (U-Net's skips), then pool5."""
-        self.check_input(x)
-        maps = []
-        for stage, pool in zip(self.stages, self.pools, strict=True):
-            x = stage(x)
-            maps.append(x)
-            x = pool(x)
-        maps.append(x)
-        return maps
+    def feature_size(self, hw: Sequence[int]) -> tuple[int, int]:
+        r = self.feature_info[-1]["reduction"]
+        return tuple(s // r for s in hw)  # 2x2/2 pools round down
 
     def stage_specs(self) -> list[StageSpec]:
         """Table 1's column for this configuration: conv stacks, maxpools, FC layers."""
