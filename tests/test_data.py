@@ -8,6 +8,7 @@ import gzip
 import os
 import pickle
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ import torch
 from visionzoo.data.datasets import (
     FASHION_MNIST_CLASSES,
     DataError,
+    DataWarning,
     EpochSampler,
+    FileSplit,
     ShardSampler,
     Skipped,
     TransformedSplit,
@@ -212,8 +215,134 @@ def test_imagefolder_skips_and_reports_undecodable_images(tmp_path: Path) -> Non
 def test_imagefolder_val_class_must_be_known(tmp_path: Path) -> None:
     root = write_imagefolder(tmp_path / "f", classes=2, per_class=2, corrupt=False)
     (root / "val" / "stranger").mkdir()
+    (root / "val" / "stranger" / "x.png").write_bytes(b"")  # an image file of an unknown class
     with pytest.raises(DataError, match="not among the training classes"):
         open_dataset(str(root))
+
+
+def write_awkward_images(folder: Path) -> dict[str, Path]:
+    """One small file of each kind a decoder can get wrong (see ``load_image``)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    rgb = Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))  # 40 wide, 24 high
+    out: dict[str, Path] = {}
+
+    def save(name: str, img: Image.Image, **kw: object) -> None:
+        out[name] = folder / name
+        img.save(out[name], **kw)
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: "rotate 90 degrees clockwise to display"
+    save("exif6.jpg", rgb, quality=95, exif=exif.tobytes())
+    rgba = rgb.convert("RGBA")
+    rgba.paste((0, 0, 0, 0), (0, 0, 10, 24))  # the left 10 columns transparent (and black)
+    save("rgba.png", rgba)
+    la = rgb.convert("LA")
+    la.paste((0, 0), (0, 0, 10, 24))
+    save("la.png", la)
+    gray16 = np.asarray(rgb.convert("L"), dtype=np.uint16) * 257  # full 16-bit range
+    save("gray16.png", Image.fromarray(gray16))
+    pal = rgb.quantize(16)
+    pal.paste(0, (0, 0, 10, 24))
+    save("palette_transparent.png", pal, transparency=0)
+    save("palette.gif", rgb.quantize(16))
+    save("cmyk.jpg", rgb.convert("CMYK"), quality=95)
+    save("gray.png", rgb.convert("L"))
+    return out
+
+
+def test_folder_datasets_and_predict_decode_the_same(tmp_path: Path) -> None:
+    """Train/eval (FileSplit) and predict (load_image) go through one decoder: EXIF rotation,
+    alpha on white, 16-bit, palette and CMYK give the same pixels and the same model input."""
+    from PIL import Image
+
+    from visionzoo.data.transforms import PretrainedEvalTransform, load_image
+
+    files = write_awkward_images(tmp_path / "d" / "train" / "awkward")
+    write_awkward_images(tmp_path / "d" / "val" / "awkward")
+    src = open_dataset(str(tmp_path / "d"))
+    split = src.split("train")
+    assert isinstance(split, FileSplit)
+    tf = PretrainedEvalTransform.from_cfg({"input_size": (3, 16, 16), "crop_pct": 1.0})
+    decoded = {}
+    for i, (path, _) in enumerate(split.files):
+        img, _ = split.load(i)
+        ref = load_image(path, min_size=tf.min_size)  # exactly what predict() does
+        assert img.mode == "RGB" and img.size == ref.size, path
+        assert np.array_equal(np.asarray(img), np.asarray(ref)), path
+        assert torch.equal(tf(img), tf(ref)), path
+        decoded[Path(path).name] = np.asarray(img)
+    assert set(decoded) == set(files)
+    assert decoded["exif6.jpg"].shape == (40, 24, 3)  # transposed: upright
+    for name in ("rgba.png", "la.png", "palette_transparent.png"):
+        assert (decoded[name][:, :10] == 255).all(), name  # transparent -> white, not black
+    gray8 = np.asarray(Image.open(files["gray.png"]), dtype=np.int16)
+    assert np.abs(decoded["gray16.png"][..., 0].astype(np.int16) - gray8).max() <= 1
+    original = np.asarray(Image.open(files["rgba.png"]).convert("RGB"), dtype=np.float32)
+    cmyk = decoded["cmyk.jpg"].astype(np.float32)
+    assert np.abs(cmyk - original)[:, 10:].mean() < 12  # the colours, not their inverse
+    # a 1-channel network reads the same decoded pixels as luma
+    src.set_mode("L")
+    img, _ = split.load(list(decoded).index("rgba.png"))
+    assert img.mode == "L" and (np.asarray(img)[:, :10] == 255).all()
+
+
+def test_empty_class_folder_is_a_warning_not_a_class(tmp_path: Path) -> None:
+    root = write_imagefolder(tmp_path / "f", classes=2, per_class=2, corrupt=False)
+    (root / "train" / "empty").mkdir()
+    (root / "train" / "only_notes").mkdir()
+    (root / "train" / "only_notes" / "readme.txt").write_text("no images here")
+    (root / "val" / "empty").mkdir()  # an empty folder in val/ is not an unknown class either
+    with pytest.warns(DataWarning) as caught:
+        src = open_dataset(str(root))
+    assert src.classes == ["class_0", "class_1"]
+    messages = " ".join(str(w.message) for w in caught)
+    assert str(root / "train" / "empty") in messages and "only_notes" in messages
+    assert "not a class" in messages
+    assert all(label in (0, 1) for split in src.splits.values() for label in split.labels)
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "empty", "no_classes", "empty_classes",
+                                  "no_val", "no_images"])
+def test_the_data_folder_is_checked_before_any_image_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    root = tmp_path / "data"
+    if case == "file":
+        root.write_text("not a folder")
+    elif case != "missing":
+        root.mkdir()
+    if case in ("no_classes", "empty_classes", "no_val", "no_images"):
+        (root / "train").mkdir()
+    if case == "no_classes":
+        (root / "val").mkdir()
+    if case == "empty_classes":
+        (root / "train" / "a").mkdir()
+        (root / "val" / "a").mkdir(parents=True)
+    if case == "no_val":
+        write_awkward_images(root / "train" / "a")
+    if case == "no_images":
+        (root / "train" / "a").mkdir()
+        (root / "train" / "a" / "x.txt").write_text("")
+        (root / "val").mkdir()
+
+    def no_decoding(*args: object, **kw: object) -> None:
+        raise AssertionError("an image was read before the folder was checked")
+
+    import PIL.Image
+
+    monkeypatch.setattr(PIL.Image, "open", no_decoding)
+    expected = {"missing": "no such dataset folder", "file": "is a file", "empty":
+                "unrecognised layout", "no_classes": "no class folders",
+                "empty_classes": "no class folders with images .*; a hold none",
+                "no_val": "no val/",
+                "no_images": "no class folders"}[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        with pytest.raises(DataError, match=expected) as err:
+            open_dataset(str(root))
+    assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------

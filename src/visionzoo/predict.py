@@ -3,9 +3,10 @@
 The preprocessing is the model's own ``pretrained_cfg`` (input size, crop_pct, interpolation,
 mean/std: weights "don't work" when these are wrong), applied by
 ``visionzoo.data.transforms.PretrainedEvalTransform``. Images are read by
-``visionzoo.data.transforms.load_image`` (any format Pillow reads, EXIF orientation applied,
-grayscale/alpha/palette/16-bit handled). A file that cannot be read gives a ``PredictError`` in
-its place and the other files are still classified.
+``visionzoo.data.transforms.load_image``, the decoder the folder datasets of train and eval use
+too (any format Pillow reads, EXIF orientation applied, grayscale/alpha/palette/16-bit/CMYK
+handled), so a file gives the same pixels here as in training. A file that cannot be read gives
+a ``PredictError`` in its place and the other files are still classified.
 
 Class names: a checkpoint's header ``extra["class_names"]`` when present, else the 1000 ImageNet
 classes (``visionzoo/data/imagenet_classes.txt``) for a 1000-class model, else "class <i>".

@@ -3,7 +3,8 @@
 Three on-disk layouts are recognised by ``open_dataset(spec)``:
 
 * **ImageFolder**: ``D/train/<class>/*.jpg`` and ``D/val/<class>/...`` (``validation/`` or
-  ``test/`` also name the evaluation split). Classes are the sorted folder names of ``train/``.
+  ``test/`` also name the evaluation split). Classes are the sorted names of the folders of
+  ``train/`` that hold images; a folder without any is left out with a ``DataWarning``.
 * **IDX** (Fashion-MNIST, MNIST): ``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte``,
   ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``. The keyword ``fashion-mnist`` looks in
   ``$VISIONZOO_DATA/fashion-mnist`` and Debian's ``/usr/share/datasets/fashion-mnist``
@@ -37,6 +38,7 @@ import os
 import pickle
 import signal
 import struct
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 __all__ = [
     "DataError",
     "DataSource",
+    "DataWarning",
     "EpochSampler",
     "ShardSampler",
     "Skipped",
@@ -71,6 +74,11 @@ DATA_ROOTS = ("/usr/share/datasets",)
 
 class DataError(ValueError):
     """A dataset that cannot be found or read (reported in one line by the CLI)."""
+
+
+class DataWarning(UserWarning):
+    """Something in a dataset that is left out (an empty class folder); the CLI prints it in
+    one line."""
 
 
 def mix_seed(*parts: int | str) -> int:
@@ -132,17 +140,19 @@ class FileSplit(Split):
         self.mode = mode  # PIL mode the images are converted to ("RGB" or "L")
 
     def load(self, index: int) -> tuple[Any, int]:
-        from PIL import Image
+        # the one decoder predict uses too: EXIF rotation, alpha on white, 16-bit, palette, CMYK
+        from visionzoo.data.transforms import ImageError, load_image
 
         path, label = self.files[index]
         try:
-            with Image.open(path) as im:
-                im.load()  # decode now, so a truncated file fails here and not in a transform
-                return im.convert(self.mode), label
-        except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this file"
+            img = load_image(path)  # decoded now: a truncated file fails here, not in a transform
+        except ImageError as e:
+            raise CorruptImage(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - any other decoder failure also means "skip it"
             msg = str(e).splitlines()[0][:120] if str(e) else ""
-            raise CorruptImage(f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-                               ) from None
+            raise CorruptImage(f"{path}: {type(e).__name__}: {msg}" if msg else
+                               f"{path}: {type(e).__name__}") from None
+        return (img if self.mode == "RGB" else img.convert(self.mode)), label
 
 
 @dataclass
@@ -335,37 +345,68 @@ def _open_cifar(root: Path, name: str) -> DataSource:
 # ---------------------------------------------------------------------------------------------
 
 
-def _scan_folder(root: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+def _list_images(folder: Path) -> list[str]:
+    """The image files under ``folder`` (any depth, symlinks followed), sorted."""
     files = []
-    for cls in sorted(p.name for p in root.iterdir() if p.is_dir()):
+    for dirpath, _, names in sorted(os.walk(folder, followlinks=True)):
+        files += [os.path.join(dirpath, n) for n in sorted(names)
+                  if n.lower().endswith(IMG_EXTENSIONS)]
+    return files
+
+
+def _scan_classes(split_dir: Path) -> tuple[dict[str, list[str]], list[Path]]:
+    """Class folder name -> its image files, and the folders that hold no image."""
+    found: dict[str, list[str]] = {}
+    empty: list[Path] = []
+    for folder in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        files = _list_images(folder)
+        if files:
+            found[folder.name] = files
+        else:
+            empty.append(folder)
+    return found, empty
+
+
+def _warn_empty(folders: Sequence[Path], what: str) -> None:
+    for folder in folders:
+        warnings.warn(f"{folder} holds no images: {what}", DataWarning, stacklevel=3)
+
+
+def _scan_folder(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """(file, label) of every image of an evaluation split; its classes must be training
+    classes (a folder without images is skipped with a ``DataWarning``)."""
+    by_class, empty = _scan_classes(split_dir)
+    _warn_empty(empty, "skipped")
+    files = []
+    for cls, paths in by_class.items():
         if cls not in class_to_idx:
-            raise DataError(f"{root / cls}: class {cls!r} is not among the training classes")
-        for dirpath, _, names in sorted(os.walk(root / cls, followlinks=True)):
-            for n in sorted(names):
-                if n.lower().endswith(IMG_EXTENSIONS):
-                    files.append((os.path.join(dirpath, n), class_to_idx[cls]))
+            raise DataError(f"{split_dir / cls}: class {cls!r} is not among the training classes "
+                            f"({', '.join(class_to_idx)})")
+        files += [(p, class_to_idx[cls]) for p in paths]
     return files
 
 
 def _open_imagefolder(root: Path, name: str) -> DataSource:
+    # the layout is checked before the (possibly millions of) files are listed
     train_dir = root / "train"
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"{train_dir} has no class folders")
-    class_to_idx = {c: i for i, c in enumerate(classes)}
-    splits: dict[str, Split] = {"train": FileSplit(_scan_folder(train_dir, class_to_idx))}
-    eval_split = "train"
-    for cand in ("val", "validation", "test"):
-        if (root / cand).is_dir():
-            splits[cand] = FileSplit(_scan_folder(root / cand, class_to_idx))
-            if eval_split == "train":
-                eval_split = cand
-    if eval_split == "train":
+    eval_names = [c for c in ("val", "validation", "test") if (root / c).is_dir()]
+    if not eval_names:
         raise DataError(f"{root} has train/ but no val/ (or validation/, test/) folder")
-    if not len(splits["train"]):
-        raise DataError(f"{train_dir} holds no images ({', '.join(IMG_EXTENSIONS)})")
+    by_class, empty = _scan_classes(train_dir)
+    if not by_class:
+        names = f"; {', '.join(p.name for p in empty)} hold none" if empty else ""
+        raise DataError(f"{train_dir} has no class folders with images "
+                        f"({', '.join(IMG_EXTENSIONS)}){names}")
+    # an empty folder would be a class no image teaches, shifting the labels of the others
+    _warn_empty(empty, "it is not a class")
+    classes = list(by_class)  # sorted folder names
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+    splits: dict[str, Split] = {"train": FileSplit(
+        [(p, class_to_idx[c]) for c, paths in by_class.items() for p in paths])}
+    for cand in eval_names:
+        splits[cand] = FileSplit(_scan_folder(root / cand, class_to_idx))
     return DataSource(name=name, root=str(root), layout="imagefolder", classes=classes,
-                      splits=splits, train_split="train", eval_split=eval_split, channels=3)
+                      splits=splits, train_split="train", eval_split=eval_names[0], channels=3)
 
 
 # ---------------------------------------------------------------------------------------------

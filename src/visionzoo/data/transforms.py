@@ -1,6 +1,8 @@
 """Reading any image a user has, and the evaluation transform a model's ``pretrained_cfg`` asks for.
 
-``load_image`` opens a file with Pillow and returns an 8-bit RGB image whatever the file holds:
+``load_image`` is the one image decoder: the folder datasets (train and eval), ``predict`` and
+deploy's calibration images all read files through it, so a file gives the same pixels
+everywhere. It opens a file with Pillow and returns an 8-bit RGB image whatever the file holds:
 
 * EXIF orientation is applied (a phone photo stored sideways comes out upright);
 * grayscale (L, 1-bit), palette, CMYK, YCbCr, LAB, HSV: converted to RGB;
@@ -25,6 +27,7 @@ a 256-pixel shorter side would otherwise be 256 x 1,280,000).
 from __future__ import annotations
 
 import math
+import struct
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -111,7 +114,8 @@ def load_image(path: str | Path, min_size: int | None = None) -> Image.Image:
                 img.load()
                 upright = ImageOps.exif_transpose(img)
                 return to_rgb(upright if upright is not None else img)
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError, EOFError,
+            struct.error) as e:  # what Pillow's decoders raise on a damaged file
         raise ImageError(_describe(path, e)) from None
 
 
