@@ -246,7 +246,7 @@ class AlexNet(ZooModel):
         the input of fc6."""
         steps: list[tuple[Callable[[torch.Tensor], torch.Tensor], bool]] = []
         for i, layer in enumerate(self.layers):
-            if isinstance(layer.pool, nn.MaxPool2d):
+            if isinstance(layer, ConvStage) and layer.spec.pool:  # (not pruned, pools)
                 steps += [(layer.unpooled, True), (layer.pool, i == len(self.layers) - 1)]
             else:
                 steps.append((layer, False))
