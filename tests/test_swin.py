@@ -1,8 +1,9 @@
 """Swin Transformer: ports, eq. (2) costs, shifted windows, any input size, bias resampling,
-features, ONNX export."""
+features, timm's model contract, tracing (fx, feature extraction, export, jit, compile), ONNX."""
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
@@ -11,14 +12,17 @@ import timm
 import torch
 import torchvision
 from timm.models.swin_transformer import checkpoint_filter_fn
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 import visionzoo as vz
 from visionzoo.models.swin import (
     ARCHS,
     SwinBlock,
     WindowAttention,
+    pad_to_multiple,
     resample_relative_position_bias,
     shift_mask,
+    shifted_window_attention,
 )
 from visionzoo.ports.swin import convert_timm
 from visionzoo.profile import format_info, profile
@@ -295,31 +299,218 @@ def test_block_window_and_shift_per_map_size():
     assert block.windows_for(4, 10) == (4, 7, 0, 3)
 
 
-def test_smallest_and_too_small_inputs():
-    model = vz.create_model("swin_t").eval()
-    smallest = vz.model_info("swin_t").min_input_size
-    assert smallest == model.min_input_size() == 20
+@pytest.fixture(scope="module")
+def swin_t7():
+    torch.manual_seed(0)
+    return vz.create_model("swin_t", num_classes=7).eval()
+
+
+@pytest.mark.parametrize(("H", "W"), [(225, 225), (97, 131), (1, 1)])
+def test_any_input_size_gives_logits(swin_t7, H, W):
+    """Patch partition pads to multiples of 4 (as the authors' detection backbone): the same
+    logits as the zero-padded image; merging pads odd sides, so 1 x 1 is one patch, then 1 x 1
+    maps (57 x 57 -> 29 -> 15 -> 8; 25 x 33 -> 13 x 17 -> 7 x 9 -> 4 x 5)."""
+    x = image(2, 3, H, W)
+    padded = torch.nn.functional.pad(x, (0, (-W) % 4, 0, (-H) % 4))
     with torch.no_grad():
-        assert model(image(1, 3, smallest, smallest)).shape == (1, 1000)
-        with pytest.raises(ValueError, match=r"too small.*patch merging before stage 4.*20x20"):
-            model(image(1, 3, 16, 16))
-        with pytest.raises(ValueError, match=r"too small.*before stage 2"):
-            model(image(1, 3, 4, 64))
-        with pytest.raises(ValueError, match=r"multiples of the patch size 4.*got 226x224"):
-            model(image(1, 3, 226, 224))
+        out = swin_t7(x)
+        assert out.shape == (2, 7) and torch.isfinite(out).all()
+        torch.testing.assert_close(out, swin_t7(padded), rtol=0, atol=1e-6)
+        feats = swin_t7.forward_features(x)
+    assert feats.shape[2:] == swin_t7.feature_size((H, W)) == (-(-H // 32), -(-W // 32))
+
+
+def test_min_input_size_and_wrong_channels(swin_t7):
+    assert vz.model_info("swin_t").min_input_size == swin_t7.min_input_size() == 4
+    assert swin_t7.pretrained_cfg["min_input_size"] == (3, 4, 4)
+    assert swin_t7.pretrained_cfg["fixed_input_size"] is False
+    with pytest.raises(ValueError, match=r"shape \(N, 3, H, W\).*got .* \(1, 4, 8, 8\)"):
+        swin_t7(image(1, 4, 8, 8))
+
+
+@pytest.mark.parametrize(("name", "size"), [("swin_t", 224), ("swin_b_384", 384)])
+def test_pretrained_cfg_pool_size_is_the_feature_map(name, size):
+    with torch.device("meta"):
+        model = vz.create_model(name).eval()
+        feats = model.forward_features(torch.empty(1, 3, size, size))
+    cfg = model.pretrained_cfg
+    assert cfg["input_size"] == (3, size, size)
+    assert cfg["pool_size"] == tuple(feats.shape[2:]) == (size // 32, size // 32)
+    assert cfg["first_conv"] == "patch_embed.proj" and cfg["classifier"] == "head.fc"
 
 
 def test_features_only_nchw_maps():
+    """features_only gives the raw stage maps, as timm's (forward_intermediates, norm=False);
+    forward_features is the last one after the final LayerNorm."""
     backbone = vz.create_model("swin_t", features_only=True).eval()
     assert [f["reduction"] for f in backbone.feature_info] == [4, 8, 16, 32]
     assert [f["channels"] for f in backbone.feature_info] == [96, 192, 384, 768]
+    assert [f["module"] for f in backbone.feature_info] == [f"stages.{i}" for i in range(4)]
     x = image(1, 3, 64, 96)
     with torch.no_grad():
         maps = backbone(x)
         last = backbone.model.forward_features(x)
     assert [tuple(m.shape) for m in maps] == [(1, 96, 16, 24), (1, 192, 8, 12),
                                               (1, 384, 4, 6), (1, 768, 2, 3)]
-    torch.testing.assert_close(maps[-1], last)
+    torch.testing.assert_close(backbone.model.final_norm(maps[-1]), last, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# timm's contract: forward_intermediates, pruning, head, checkpointing
+# ---------------------------------------------------------------------------------------------
+
+
+def test_forward_intermediates_semantics(swin_t7):
+    x = image(2, 3, 64, 64)
+    with torch.no_grad():
+        final, maps = swin_t7.forward_intermediates(x)
+        assert torch.equal(final, swin_t7.forward_features(x))  # normed last map, NCHW
+        assert [tuple(m.shape) for m in maps] == [(2, 96, 16, 16), (2, 192, 8, 8),
+                                                  (2, 384, 4, 4), (2, 768, 2, 2)]
+        assert torch.equal(swin_t7.final_norm(maps[3]), final)  # maps are the raw outputs
+        # an int takes the last n; a list those positions, negative from the end
+        last2 = swin_t7.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert all(torch.equal(a, b) for a, b in zip(last2, maps[2:], strict=True))
+        picked = swin_t7.forward_intermediates(x, indices=[0, -2], intermediates_only=True)
+        assert torch.equal(picked[0], maps[0]) and torch.equal(picked[1], maps[2])
+        # norm=True: the final LayerNorm on the last stage's map, only there
+        normed = swin_t7.forward_intermediates(x, norm=True, intermediates_only=True)
+        assert torch.equal(normed[3], final)
+        assert all(torch.equal(a, b) for a, b in zip(normed[:3], maps[:3], strict=True))
+        early = swin_t7.forward_intermediates(x, indices=[1], norm=True, intermediates_only=True)
+        assert len(early) == 1 and torch.equal(early[0], maps[1])
+        # stop_early: the final output is the last map asked for, raw
+        stopped, got = swin_t7.forward_intermediates(x, indices=[0, 1], stop_early=True)
+        assert torch.equal(stopped, maps[1]) and len(got) == 2
+        full, _ = swin_t7.forward_intermediates(x, indices=[3], stop_early=True)
+        assert torch.equal(full, final)
+        # channels-last maps
+        _, nhwc = swin_t7.forward_intermediates(x, norm=True, output_fmt="NHWC")
+    assert torch.equal(nhwc[0], maps[0].permute(0, 2, 3, 1))
+    assert torch.equal(nhwc[3], final.permute(0, 2, 3, 1))
+    with pytest.raises(ValueError, match="out of range"):
+        swin_t7.forward_intermediates(x, indices=[4])
+    with pytest.raises(ValueError, match="output_fmt"):
+        swin_t7.forward_intermediates(x, output_fmt="NLC")
+
+
+def test_prune_intermediate_layers():
+    torch.manual_seed(0)
+    full = vz.create_model("swin_t").eval()
+    x = image(1, 3, 64, 64)
+    with torch.no_grad():
+        maps = full.forward_intermediates(x, intermediates_only=True)
+        final = full.forward_features(x)
+    model = copy.deepcopy(full)
+    assert model.prune_intermediate_layers([0, 1]) == [0, 1]
+    assert isinstance(model.stages[2], torch.nn.Identity)
+    assert isinstance(model.stages[3], torch.nn.Identity)
+    assert isinstance(model.head, torch.nn.Identity) and model.num_classes == 0
+    assert len(model.feature_info) == 2
+    assert isinstance(model.norm, torch.nn.LayerNorm)  # prune_norm=False keeps it (unused)
+    with torch.no_grad():
+        kept = model.forward_intermediates(x, intermediates_only=True)
+        assert torch.equal(model.forward_features(x), maps[1])  # no norm of stage 2's width
+        assert torch.equal(model(x), maps[1])  # no head
+    assert all(torch.equal(a, b) for a, b in zip(kept, maps[:2], strict=True))
+    # keeping the last stage keeps the final LayerNorm, unless prune_norm
+    model = copy.deepcopy(full)
+    assert model.prune_intermediate_layers([-1], prune_head=False) == [3]
+    with torch.no_grad():
+        assert torch.equal(model.forward_features(x), final)
+    model.prune_intermediate_layers(1, prune_norm=True)  # an int: the last n
+    assert isinstance(model.norm, torch.nn.Identity)
+    with torch.no_grad():
+        assert torch.equal(model.forward_features(x), maps[3])
+
+
+def test_head_global_pool_and_reset_classifier():
+    torch.manual_seed(0)
+    model = vz.create_model("swin_t", global_pool="max").eval()
+    assert model.global_pool == "max" and model.head_hidden_size == model.num_features == 768
+    x = image(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        torch.testing.assert_close(model.forward_head(feats, pre_logits=True),
+                                   feats.amax((2, 3)), rtol=0, atol=0)
+        model.reset_classifier(0, "")
+        assert model.num_classes == 0 and model.global_pool == ""
+        assert torch.equal(model(x), feats)  # no pool, no classifier: the map
+        model.reset_classifier(5, "avg")
+        assert model(x).shape == (2, 5) and model.get_classifier().out_features == 5
+    assert model.pretrained_cfg["num_classes"] == 5
+
+
+def test_grad_checkpointing_gives_equal_gradients():
+    torch.manual_seed(0)
+    model = vz.create_model("swin_t", num_classes=7, drop_path_rate=0.0).train()
+    x = image(2, 3, 48, 40)
+    grads = []
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        model.zero_grad()
+        model(x).square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-7, msg=n)
+
+
+# ---------------------------------------------------------------------------------------------
+# tracing: torch.fx, feature extraction, torch.export, TorchScript, torch.compile
+# ---------------------------------------------------------------------------------------------
+
+
+def test_fx_trace_serves_every_input_size(swin_t7):
+    """Size-dependent Python (padding, windows, shift masks) lives in fx-wrapped functions: one
+    graph traced without an input gives exactly the eager logits at any size."""
+    graph = torch.fx.symbolic_trace(swin_t7)
+    targets = {n.target for n in graph.graph.nodes if n.op == "call_function"}
+    assert shifted_window_attention in targets and pad_to_multiple in targets
+    with torch.no_grad():
+        for H, W in [(64, 64), (97, 131), (225, 225), (1, 1)]:
+            x = image(2, 3, H, W)
+            assert torch.equal(graph(x), swin_t7(x)), (H, W)
+
+
+@pytest.mark.filterwarnings("ignore:NOTE. The nodes obtained by tracing:UserWarning")
+def test_create_feature_extractor_on_feature_info_modules(swin_t7):
+    nodes = [f["module"] for f in swin_t7.feature_info]
+    _, eval_nodes = get_graph_node_names(swin_t7)  # a module's nodes: "stages.0.<op>"
+    assert all(any(n.startswith(m + ".") for n in eval_nodes) for m in nodes)
+    extractor = create_feature_extractor(swin_t7, return_nodes={n: n for n in nodes})
+    with torch.no_grad():
+        for H, W in [(64, 64), (50, 70)]:
+            x = image(2, 3, H, W)
+            out = extractor(x)
+            maps = swin_t7.forward_intermediates(x, intermediates_only=True)
+            assert list(out) == nodes
+            assert all(torch.equal(out[n], m) for n, m in zip(nodes, maps, strict=True))
+
+
+def test_export_with_a_dynamic_batch(swin_t7):
+    x = image(2, 3, 32, 32)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(swin_t7, (x,), dynamic_shapes=({0: batch},), strict=True)
+    exported = program.module()
+    with torch.no_grad():
+        for n in (1, 3):
+            xb = image(n, 3, 32, 32, seed=n)
+            torch.testing.assert_close(exported(xb), swin_t7(xb), rtol=0, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # sizes baked in, as it says
+@pytest.mark.filterwarnings("ignore:.*torch.jit.trace.* is deprecated:FutureWarning")
+def test_jit_trace_and_compile_fullgraph(swin_t7):
+    x = image(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = swin_t7(x)
+        traced = torch.jit.trace(swin_t7, x)
+        torch.testing.assert_close(traced(x), ref, rtol=0, atol=1e-5)
+        torch._dynamo.reset()
+        compiled = torch.compile(swin_t7, fullgraph=True, backend="eager")
+        torch.testing.assert_close(compiled(x), ref, rtol=0, atol=1e-5)
+    torch._dynamo.reset()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -508,7 +508,9 @@ class FeatureExtractor(nn.Module):
                 raise ValueError(f"out_indices {out_indices} out of range for {n} feature stages")
         self.out_indices = tuple(i % n for i in out_indices)
         self.feature_info = FeatureInfo(model.feature_info[i] for i in self.out_indices)
-        model.prune_intermediate_layers(self.out_indices, prune_head=True)
+        # maps come un-normed (forward_intermediates' default), so a final norm kept outside
+        # the trunk (Swin's) goes too, as timm's feature wrapper does
+        model.prune_intermediate_layers(self.out_indices, prune_norm=True, prune_head=True)
         self.model = model
         self.model_name = getattr(model, "model_name", "")
         self.pretrained_cfg = getattr(model, "pretrained_cfg", {})

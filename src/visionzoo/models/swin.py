@@ -14,7 +14,7 @@ Paper map
 * §3.2 "Self-attention in non-overlapped windows": M x M windows, M = 7     -> ``window_partition``
 * §3.2 "Shifted window partitioning", Fig. 2 and Fig. 4: shift by floor(M/2), computed as a
   cyclic shift (``torch.roll``) plus a mask so tokens only attend within their sub-window
-                                                                             -> ``shift_mask``
+                                                   -> ``shift_mask``, ``shifted_window_attention``
 * §3.2 "Relative position bias", eq. (4): Attention(Q, K, V) = SoftMax(QK^T / sqrt(d) + B) V,
   B taken from a learned table B^ of size (2M-1) x (2M-1) per head, indexed by a buffer
                                                                              -> ``WindowAttention``
@@ -26,10 +26,17 @@ Paper map
 
 Defaults and conventions
 ------------------------
-* Internally the maps are NHWC (tokens last, as the attention wants them); every public output
-  (``forward_features``, ``forward_intermediates``, ``features_only``) is NCHW.
-* The last stage map (``forward_features`` and the last ``features_only`` map) is after the final
-  LayerNorm, as the classifier sees it; stages 1-3 are the raw stage outputs.
+* Inside a stage the maps are NHWC (tokens with channels last, as LayerNorm and attention want
+  them); between the trunk's steps (patch embedding, stages) and in every public output
+  (``forward_features``, ``forward_intermediates``, ``features_only``) they are NCHW. The permutes
+  at a stage's ends are views, so no map is copied for it.
+* The trunk (``trunk()``) is the patch embedding and the four stages; ``feature_info`` names the
+  stage outputs (``stages.0`` ... ``stages.3``, reductions 4, 8, 16, 32). The final LayerNorm is
+  outside it, as in timm: ``forward_features`` is the last stage's map *after* that LayerNorm (as
+  the classifier sees it), while ``forward_intermediates`` and ``features_only`` give the raw
+  stage outputs, the last one included; ``forward_intermediates(norm=True)`` applies the
+  LayerNorm to the last stage's map (timm's semantics; ``features_only`` uses the default
+  ``norm=False``, as timm's does). ``prune_intermediate_layers(prune_norm=True)`` drops it.
 * Window attention goes through ``torch.nn.functional.scaled_dot_product_attention`` with the
   relative position bias and the shift mask folded into ``attn_mask`` (fused CPU/GPU kernels).
   ``fused_attn=False`` (or ``attn.fused = False`` on a module) selects the explicit eq. (4)
@@ -38,23 +45,46 @@ Defaults and conventions
   learned), and SDPA's math fallback is slower than the explicit softmax.
 * The shift mask adds -100 to the logits of token pairs from different sub-windows, as the
   authors' code does (exp(-100) ~ 4e-44 is negligible next to any unmasked weight: a hard mask).
+* Tracing: everything that depends on a map's size (padding amounts, the window and shift of a
+  map, the shift mask, shrunk bias tables) lives in ``pad_to_multiple`` and
+  ``shifted_window_attention``, functions wrapped for ``torch.fx``: a symbolic trace (and
+  torchvision's ``create_feature_extractor``) records one call to each, which runs on the real
+  tensors, so a traced graph serves every input size. ``torch.export``, ``torch.jit.trace`` and
+  ``torch.compile`` trace through them with the sizes known: their graphs are specialised to the
+  example's H x W (a dynamic batch exports).
 
 Inputs of any size (the authors' classification code takes only its training size)
 -----------------------------------------------------------------------------------------
-* H and W must be multiples of the patch size 4 (patch partition); an error says so otherwise.
+* Patch partition: a side that is not a multiple of the patch size 4 is zero-padded at the
+  bottom/right first, as the authors' detection/segmentation backbone
+  (Swin-Transformer-Object-Detection, ``PatchEmbed``) does: the maps are ceil(H/4) x ceil(W/4),
+  ..., ceil(H/32) x ceil(W/32).
 * A map whose side is not a multiple of the window is zero-padded at the bottom/right to one,
   after the block's LayerNorm and before the cyclic shift, and cropped back after the reverse
-  shift; padded tokens are not masked. This is the authors' detection/segmentation backbone
-  (Swin-Transformer-Object-Detection) and torchvision; timm pads after the shift instead, so timm
-  and we differ at such sizes (at 224/384 nothing is padded and all agree).
-* A map side not larger than M shrinks the window to that side and turns the shift off, as the
-  authors' ``SwinTransformerBlock`` does (``if min(input_resolution) <= window_size``); we apply
-  it per side, so for square maps it is exactly theirs. A shrunk m x m window uses the centre
-  (2m-1)^2 entries of the (2M-1)^2 bias table: the same learned bias per relative offset (the
-  authors would build a smaller table for such a size).
-* Patch merging of an odd side pads one zero row/column first (authors' detection code). A
-  merging needs a map at least 2 tokens high and wide: the smallest input is 20 x 20 (5x5 patches
-  -> 3x3 -> 2x2 -> 1x1); smaller inputs get an error naming that constraint.
+  shift; padded tokens are not masked (the authors' detection backbone and torchvision).
+* A map side not larger than M shrinks the window to that side and turns the shift off along it,
+  as the authors' classification ``SwinTransformerBlock`` does (``if min(input_resolution) <=
+  window_size``); we apply it per side, as timm does, so for square maps it is exactly theirs. A
+  shrunk m x m window uses the centre (2m-1)^2 entries of the (2M-1)^2 bias table: the same
+  learned bias per relative offset (the authors would build a smaller table for such a size).
+* Patch merging of an odd side pads one zero row/column first (authors' detection code), so a
+  1 x 1 map merges to 1 x 1.
+* So every input gives logits, down to 1 x 1 (one zero-padded patch, then 1 x 1 maps); only a
+  wrong channel count or rank is an error. ``min_input_size`` (registry and ``pretrained_cfg``)
+  is 4, one whole patch.
+* Where the references differ at other sizes (at 224 and 384 all agree; torchvision also agrees
+  wherever H and W are multiples of 4 and no map side is below the window, tested at 256 x 288):
+
+  - torchvision: the patch-embedding conv drops the last H mod 4 rows / W mod 4 columns
+    instead of padding; windows never shrink: a map is padded to whole M x M windows (a 2 x 2
+    map becomes one 7 x 7 window of 45 unmasked zero tokens) and the shift is turned off only
+    where the window covers the padded side. Merging pads odd sides as we do.
+  - timm: built for one ``img_size`` (an input of another size is an error unless the model is
+    rebuilt, ``set_input_size``, or made with ``strict_img_size=False``), H and W must be
+    multiples of the patch size, windows shrink by our rule but for the build-time size, and a
+    map is padded to whole windows *after* the cyclic shift instead of before.
+  - the authors' detection backbone pads as we do (patch embedding, windows, merging) but keeps
+    M x M windows and the shift at every map size.
 * Fine-tuning at another window (224 -> 384: M = 7 -> 12): loading a state dict whose bias tables
   have another size resamples them bicubically (``resample_relative_position_bias``, the
   authors' ``load_pretrained``); it happens in ``load_state_dict`` and in ``port()``/
@@ -76,7 +106,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from visionzoo.layers import ClassifierHead, DropPath, StageSpec, ZooModel, default_cfg
+from visionzoo.layers import (
+    ClassifierHead,
+    DropPath,
+    StageSpec,
+    ZooModel,
+    default_cfg,
+    feature_take_indices,
+)
 from visionzoo.registry import ModelInfo, Published, register_model
 
 __all__ = [
@@ -86,8 +123,11 @@ __all__ = [
     "SwinBlock",
     "SwinTransformer",
     "WindowAttention",
+    "pad_to_multiple",
     "resample_relative_position_bias",
     "shift_mask",
+    "shifted_window_attention",
+    "window_and_shift",
     "window_partition",
     "window_reverse",
 ]
@@ -114,6 +154,34 @@ def window_reverse(windows: torch.Tensor, wh: int, ww: int, H: int, W: int) -> t
     x = windows.view(-1, H // wh, W // ww, wh, ww, C)  # (B, nH, nW, wh, ww, C)
     x = x.permute(0, 1, 3, 2, 4, 5)  # (B, nH, wh, nW, ww, C)
     return x.reshape(-1, H, W, C)  # (B, H, W, C)
+
+
+def window_and_shift(H: int, W: int, M: int, shift: int) -> tuple[int, int, int, int]:
+    """(wh, ww, sh, sw): the window and cyclic shift of an H x W map for window size M.
+
+    A side not larger than M is one window: the window shrinks to that side and the shift along it
+    is off (the authors' ``if min(input_resolution) <= window_size``, applied per side).
+    """
+    wh, ww = min(H, M), min(W, M)
+    sh = shift if H > M else 0
+    sw = shift if W > M else 0
+    return wh, ww, sh, sw
+
+
+@torch.fx.wrap
+def pad_to_multiple(x: torch.Tensor, multiple: int, channels_last: bool = False) -> torch.Tensor:
+    """Zero-pad H and W at the bottom/right up to multiples of ``multiple`` (the authors'
+    detection backbone: before patch partition and before merging an odd side).
+
+    ``x`` is (B, C, H, W), or (B, H, W, C) with ``channels_last``. Wrapped for ``torch.fx``: the
+    amounts depend on the size, so a symbolic trace records one call that runs on real tensors.
+    """
+    H, W = (x.shape[1], x.shape[2]) if channels_last else (x.shape[2], x.shape[3])
+    pad_b, pad_r = (-H) % multiple, (-W) % multiple
+    if not (pad_b or pad_r):
+        return x
+    # F.pad lists (before, after) pairs from the last dim: C (nothing) first when channels last
+    return F.pad(x, (0, 0, 0, pad_r, 0, pad_b) if channels_last else (0, pad_r, 0, pad_b))
 
 
 def shift_mask(H: int, W: int, wh: int, ww: int, sh: int, sw: int,
@@ -265,6 +333,36 @@ class WindowAttention(nn.Module):
         return f"window={self.window_size}, heads={self.num_heads}, fused={self.fused}"
 
 
+@torch.fx.wrap
+def shifted_window_attention(x: torch.Tensor, attn: WindowAttention, window_size: int,
+                             shift: int) -> torch.Tensor:
+    """W-MSA (``shift`` 0) or SW-MSA on a (B, H, W, C) map of any size (§3.2, Fig. 2 and 4):
+    pad to whole windows, cyclic shift, partition, attend, reverse, shift back, crop.
+
+    Wrapped for ``torch.fx``: the window, shift, padding and mask depend on the map's size, so a
+    symbolic trace records one call that runs on real tensors (``torch.export``/``compile`` trace
+    through it with the sizes known).
+    """
+    B, H, W, C = x.shape
+    wh, ww, sh, sw = window_and_shift(H, W, window_size, shift)
+    pad_b, pad_r = (-H) % wh, (-W) % ww
+    if pad_b or pad_r:
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))  # (B, Hp, Wp, C), zeros bottom/right
+    Hp, Wp = H + pad_b, W + pad_r
+    mask = None
+    if sh or sw:
+        x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))  # (B, Hp, Wp, C), shifted up-left
+        mask = shift_mask(Hp, Wp, wh, ww, sh, sw, x.device, x.dtype)  # (nW, N, N)
+    windows = window_partition(x, wh, ww)  # (B * nW, N, C), N = wh * ww
+    windows = attn(windows, (wh, ww), mask)  # (B * nW, N, C)
+    x = window_reverse(windows, wh, ww, Hp, Wp)  # (B, Hp, Wp, C)
+    if sh or sw:
+        x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))  # (B, Hp, Wp, C), shifted back
+    if pad_b or pad_r:
+        x = x[:, :H, :W, :]  # (B, H, W, C)
+    return x
+
+
 class Mlp(nn.Module):
     """The block's 2-layer MLP with GELU in between (§3.3: expansion ratio 4)."""
 
@@ -302,40 +400,21 @@ class SwinBlock(nn.Module):
 
     def windows_for(self, H: int, W: int) -> tuple[int, int, int, int]:
         """(wh, ww, sh, sw): window and shift used on an H x W map (shrunk, unshifted sides)."""
-        M = self.window_size
-        wh, ww = min(H, M), min(W, M)
-        sh = self.shift if H > M else 0
-        sw = self.shift if W > M else 0
-        return wh, ww, sh, sw
-
-    def window_attention(self, x: torch.Tensor) -> torch.Tensor:
-        """(S)W-MSA on an NHWC map: pad, cyclic shift, partition, attend, reverse, crop."""
-        B, H, W, C = x.shape
-        wh, ww, sh, sw = self.windows_for(H, W)
-        pad_b, pad_r = (-H) % wh, (-W) % ww
-        if pad_b or pad_r:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))  # (B, Hp, Wp, C), zeros bottom/right
-        Hp, Wp = H + pad_b, W + pad_r
-        mask = None
-        if sh or sw:
-            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))  # (B, Hp, Wp, C), shifted up-left
-            mask = shift_mask(Hp, Wp, wh, ww, sh, sw, x.device, x.dtype)  # (nW, N, N)
-        windows = window_partition(x, wh, ww)  # (B * nW, N, C)
-        windows = self.attn(windows, (wh, ww), mask)  # (B * nW, N, C)
-        x = window_reverse(windows, wh, ww, Hp, Wp)  # (B, Hp, Wp, C)
-        if sh or sw:
-            x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))  # (B, Hp, Wp, C), shifted back
-        if pad_b or pad_r:
-            x = x[:, :H, :W, :]  # (B, H, W, C)
-        return x
+        return window_and_shift(H, W, self.window_size, self.shift)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.window_attention(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        """x: (B, H, W, C) -> (B, H, W, C)."""
+        attended = shifted_window_attention(self.norm1(x), self.attn, self.window_size, self.shift)
+        x = x + self.drop_path(attended)  # z^ = (S)W-MSA(LN(z)) + z
+        return x + self.drop_path(self.mlp(self.norm2(x)))  # z = MLP(LN(z^)) + z^
 
 
 class PatchEmbed(nn.Module):
-    """Patch partition + linear embedding (§3.1) as one p x p / p conv, then LayerNorm."""
+    """Patch partition + linear embedding (§3.1) as one p x p / p conv, then LayerNorm.
+
+    (B, C_in, H, W) -> (B, C, ceil(H/p), ceil(W/p)): a side that is not a multiple of p is first
+    zero-padded at the bottom/right (the authors' detection backbone), so any size has patches.
+    """
 
     def __init__(self, in_chans: int, dim: int, patch_size: int = 4):
         super().__init__()
@@ -344,14 +423,16 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(x).permute(0, 2, 3, 1)  # (B, C, H/p, W/p) -> (B, H/p, W/p, C)
-        return self.norm(x)
+        x = self.proj(pad_to_multiple(x, self.patch_size))  # (B, C, H/p, W/p)
+        x = self.norm(x.permute(0, 2, 3, 1))  # (B, H/p, W/p, C): LayerNorm over C
+        return x.permute(0, 3, 1, 2)  # (B, C, H/p, W/p), a view: no copy
 
 
 class PatchMerging(nn.Module):
     """§3.1: concatenate the features of each 2x2 group of neighbouring patches (4C), LayerNorm,
     linear 4C -> 2C (no bias). Concatenation order (row offset, column offset): (0,0), (1,0),
-    (0,1), (1,1), the authors' order, which torchvision and timm keep."""
+    (0,1), (1,1), the authors' order, which torchvision and timm keep. An odd side is padded
+    with a zero row/column first (authors' detection backbone)."""
 
     def __init__(self, dim: int, out_dim: int | None = None):
         super().__init__()
@@ -360,9 +441,7 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, self.out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        H, W = x.shape[1], x.shape[2]
-        if H % 2 or W % 2:
-            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))  # (B, H+1?, W+1?, C), zeros bottom/right
+        x = pad_to_multiple(x, 2, channels_last=True)  # (B, H, W, C), H and W even
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]],
                       dim=-1)  # (B, H/2, W/2, 4C)
         return self.reduction(self.norm(x))  # (B, H/2, W/2, 2C)
@@ -383,7 +462,11 @@ class SwinStage(nn.Module):
             for j in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.downsample(x))
+        """(B, C_in, H, W) -> (B, C, H', W'): NCHW between stages (the public layout), NHWC
+        inside (tokens with channels last, as LayerNorm and attention want them)."""
+        x = x.permute(0, 2, 3, 1)  # (B, H, W, C_in), a view of the previous stage's tokens
+        x = self.blocks(self.downsample(x))  # (B, H', W', C)
+        return x.permute(0, 3, 1, 2)  # (B, C, H', W'), a view: no copy
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,13 +484,13 @@ class Stage:
 
 
 class SwinTransformer(ZooModel):
-    """Patch partition + embedding, four stages of Swin blocks, LayerNorm, average pool, fc."""
+    """Patch partition + embedding, four stages of Swin blocks, LayerNorm, global pool, fc."""
 
     def __init__(self, stages: Sequence[Stage], window_size: int = 7, patch_size: int = 4,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, num_classes: int = 1000,
                  in_chans: int = 3, drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.2,
-                 fused_attn: bool = True):
+                 fused_attn: bool = True, global_pool: str = "avg"):
         super().__init__()
         if window_size < 1 or patch_size < 1:
             raise ValueError("window_size and patch_size must be positive")
@@ -429,61 +512,70 @@ class SwinTransformer(ZooModel):
                                     fused_attn=fused_attn, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                                     drop=proj_drop_rate, attn_drop=attn_drop_rate))
             self.feature_info.append({"name": f"stage{i + 1}", "channels": s.dim,
-                                      "reduction": reduction})
+                                      "reduction": reduction, "module": f"stages.{i}"})
             blocks += s.layers
             in_dim = s.dim
         self.stages = nn.Sequential(*layers)
         self.num_features = in_dim
-        self.norm = nn.LayerNorm(in_dim)
-        self.head = ClassifierHead(in_dim, num_classes, drop_rate)
+        self.norm = nn.LayerNorm(in_dim)  # on the last stage's output only
+        self.head = ClassifierHead(in_dim, num_classes, drop_rate, global_pool)
         self.pretrained_cfg = default_cfg(crop_pct=0.875, interpolation="bicubic")
         self.init_weights()
 
-    # -- input constraints --------------------------------------------------------------------
-
     def min_input_size(self) -> int:
-        """Smallest H = W: every patch merging needs a map at least 2x2 (sides halve, rounding
-        up, since odd sides are padded)."""
-        side = 1
-        for _ in range(len(self.stages) - 1):
-            side = 2 * side if side == 1 else 2 * side - 1  # smallest side that halves to `side`
-        return side * self.patch_size
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        name = self.model_name or type(self).__name__
-        H, W = int(x.shape[-2]), int(x.shape[-1])
-        p = self.patch_size
-        if H % p or W % p:
-            raise ValueError(
-                f"{name}: input height and width must be multiples of the patch size {p} (patch "
-                f"partition splits the image into non-overlapping {p}x{p} patches); got {H}x{W}")
-        h, w = H // p, W // p
-        for i in range(1, len(self.stages)):
-            if h < 2 or w < 2:
-                m = self.min_input_size()
-                raise ValueError(
-                    f"{name}: input {H}x{W} is too small: the patch merging before stage {i + 1} "
-                    f"concatenates 2x2 neighbouring patches and needs a map of at least 2x2, but "
-                    f"gets {h}x{w}; the smallest input is {m}x{m}")
-            h, w = -(-h // 2), -(-w // 2)
+        """The patch size: one whole patch. Smaller inputs work too (zero-padded to one patch);
+        from there every stage has a map of at least 1 x 1 (odd sides pad before merging)."""
+        return self.patch_size
 
     # -- forward ------------------------------------------------------------------------------
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        x = self.stages(self.patch_embed(x))  # (B, H/32, W/32, 8C)
-        return self.norm(x).permute(0, 3, 1, 2)  # NHWC -> NCHW
+    def trunk(self) -> list[tuple[nn.Module, bool]]:
+        """Patch embedding, then the four stages (their outputs are the feature maps). Every
+        step takes and returns NCHW; the final LayerNorm stays outside (timm's layout)."""
+        return [(self.patch_embed, False), *((stage, True) for stage in self.stages)]
 
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        self.check_input(x)
-        x = self.patch_embed(x)
-        maps = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            out = self.norm(x) if i == len(self.stages) - 1 else x
-            maps.append(out.permute(0, 3, 1, 2))  # NHWC -> NCHW
-        return maps
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The LayerNorm after the last stage, over the channels of an NCHW map."""
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # LN over C, back to NCHW
+
+    def _has_last_stage(self) -> bool:
+        """False once ``prune_intermediate_layers`` cut the trunk before the last stage: the
+        final LayerNorm (of the last stage's width) then has nothing to normalise."""
+        return len(self.feature_info) == len(self.stages)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 8C, H/32, W/32): the last stage's map after the final LayerNorm."""
+        x = super().forward_features(x)
+        return self.final_norm(x) if self._has_last_stage() else x
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None,
+                              norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False
+                              ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's semantics for Swin: the maps are the raw stage outputs; ``norm=True`` applies
+        the final LayerNorm to the last stage's map (when it is taken); the final output is
+        ``forward_features`` (normed), or the raw map where ``stop_early`` stopped before the
+        last stage."""
+        final, maps = super().forward_intermediates(x, indices, stop_early=stop_early,
+                                                    output_fmt=output_fmt)
+        _, last = feature_take_indices(len(self.feature_info), indices)
+        last_stage = len(self.stages) - 1
+        ran_last_stage = self._has_last_stage() and not (stop_early and last < last_stage)
+        norm_last_map = norm and ran_last_stage and last == last_stage  # the last map taken
+        if norm_last_map or (ran_last_stage and not intermediates_only):
+            final = self.final_norm(final)
+        if norm_last_map:
+            maps[-1] = final if output_fmt == "NCHW" else final.permute(0, 2, 3, 1)
+        return maps if intermediates_only else (final, maps)
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1,
+                                  prune_norm: bool = False, prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last map in ``indices``; ``prune_norm`` also replaces the
+        final LayerNorm with an identity, ``prune_head`` the head (timm's semantics)."""
+        take = super().prune_intermediate_layers(indices, prune_norm, prune_head)
+        if prune_norm:
+            self.norm = nn.Identity()
+        return take
 
     # -- paper table, weight decay, init, loading ---------------------------------------------
 
@@ -499,8 +591,7 @@ class SwinTransformer(ZooModel):
             desc = (f"{concat}, {dim}-d, LN; "
                     f"[win. sz. {M}x{M}, dim {dim}, head {heads}] x{len(stage.blocks)}")
             modules = ("patch_embed", "stages.0") if i == 0 else (f"stages.{i}",)
-            rows.append(StageSpec(f"stage{i + 1} ({r}x)", modules, desc, len(stage.blocks),
-                                  fmt="NHWC"))
+            rows.append(StageSpec(f"stage{i + 1} ({r}x)", modules, desc, len(stage.blocks)))
         fc = "" if self.num_classes == 0 else f", {self.num_classes}-d fc"
         rows.append(StageSpec("head", ("norm", "head"), f"LN, average pool{fc}"))
         return rows
@@ -588,7 +679,7 @@ def _info(name: str, params: str, macs: str, exact: int, drop_path: float, size:
     if timm is not None:
         refs["timm"] = timm
     return ModelInfo(paper=PAPER, arxiv=ARXIV, family="swin", published=tuple(published),
-                     num_params=exact, input_size=(3, size, size), min_input_size=20,
+                     num_params=exact, input_size=(3, size, size), min_input_size=4,
                      references=refs, notes=_NOTES.format(dp=drop_path))
 
 
