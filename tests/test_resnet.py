@@ -96,7 +96,7 @@ def test_shortcut_options():
         vz.create_model("resnet18", shortcut="C")
     # option A: identity on the first channels, zeros on the new ones, subsampled by 2
     x = torch.randn(1, 16, 8, 8)
-    y = ShortcutA(32, 2)(x)
+    y = ShortcutA(16, 32, 2)(x)
     assert y.shape == (1, 32, 4, 4)
     assert torch.equal(y[:, :16], x[:, :, ::2, ::2]) and not y[:, 16:].any()
 

@@ -531,16 +531,16 @@ class FeatureExtractor(nn.Module):
                                                 intermediates_only=True)
 
 
-def shortcut_zero_pad(x: torch.Tensor, out_chs: int, stride: int) -> torch.Tensor:
-    """Parameter-free shortcut: subsample by ``stride`` and append zero channels up to ``out_chs``.
+def shortcut_zero_pad(x: torch.Tensor, extra_chs: int, stride: int) -> torch.Tensor:
+    """Parameter-free shortcut: subsample by ``stride`` and append ``extra_chs`` zero channels.
 
-    (ResNet paper §3.3, option A.)
+    (ResNet paper §3.3, option A.) The counts are the block's, known when it is built, so the
+    function is the same graph for every input (it traces).
     """
     if stride > 1:
         x = x[:, :, ::stride, ::stride]
-    extra = out_chs - x.shape[1]
-    if extra > 0:
-        x = F.pad(x, (0, 0, 0, 0, 0, extra))  # pad the channel dim (dim 1) at its end
+    if extra_chs > 0:
+        x = F.pad(x, (0, 0, 0, 0, 0, extra_chs))  # pad the channel dim (dim 1) at its end
     return x
 
 

@@ -70,12 +70,12 @@ __all__ = ["BasicBlock", "Bottleneck", "ResNet"]
 class ShortcutA(nn.Module):
     """Option A (§3.3): identity, subsampled by the stride, extra channels zero-padded."""
 
-    def __init__(self, out_chs: int, stride: int):
+    def __init__(self, in_chs: int, out_chs: int, stride: int):
         super().__init__()
-        self.out_chs, self.stride = out_chs, stride
+        self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return shortcut_zero_pad(x, self.out_chs, self.stride)
+        return shortcut_zero_pad(x, self.out_chs - self.in_chs, self.stride)
 
 
 def make_shortcut(in_chs: int, out_chs: int, stride: int, option: str,
@@ -89,7 +89,7 @@ def make_shortcut(in_chs: int, out_chs: int, stride: int, option: str,
     if stride == 1 and in_chs == out_chs:
         return nn.Identity()
     if option == "A":
-        return ShortcutA(out_chs, stride)
+        return ShortcutA(in_chs, out_chs, stride)
     return ConvNormAct(in_chs, out_chs, kernel if stride > 1 else 1, stride=stride, act=None)
 
 

@@ -1,0 +1,95 @@
+"""Every registered model traces with each tool users bring (issue: traceable models).
+
+At the smallest input each architecture takes (32 pixels or its minimum), every registered
+model goes through ``torch.fx.symbolic_trace`` (logits exactly equal), torchvision's
+``create_feature_extractor`` on the ``feature_info`` modules (equal to
+``forward_intermediates``), ``torch.jit.trace`` and ``torch.compile(fullgraph=True)`` (a graph
+break fails; ``backend="eager"`` keeps it to graph capture, which is what fullgraph checks —
+inductor codegen is exercised in tests/test_optimize.py and tests/test_deploy.py).
+
+Strict ``torch.export`` with a dynamic batch runs on one model per family and block layout
+(``EXPORT``): the deep variants repeat the same blocks, and exporting all of them would take most
+of the suite's time budget. ``benchmarks/trace_matrix.py`` runs all five tools on every model
+(results/trace_matrix.md).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+import visionzoo as vz
+
+MODELS = vz.list_models()
+
+
+def _model_and_input(name: str, batch: int = 2) -> tuple[torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    model = vz.create_model(name, num_classes=7).eval()
+    side = max(vz.model_info(name).min_input_size, 32)
+    return model, torch.randn(batch, 3, side, side)
+
+
+# one per family and block layout (stem, block type, shortcut, padding, head)
+EXPORT = ["alexnet", "alexnet_owt", "vgg11", "vgg11_bn", "resnet18", "resnet50", "resnet20",
+          "resnext50_32x4d", "densenet121", "se_resnet50", "se_resnext50_32x4d", "senet154",
+          "mobilenet_v1_x0_25", "mobilenet_v2_x0_35", "shufflenet_v1_g1", "shufflenet_v1_g8",
+          "efficientnet_b0", "efficientnet_lite0", "swin_t", "swin_b_384"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fx_feature_extraction_jit_trace_and_fullgraph_compile(name):
+    model, x = _model_and_input(name)
+    with torch.no_grad():
+        ref = model(x)
+        graph = torch.fx.symbolic_trace(model)
+        assert torch.equal(graph(x), ref)
+
+        _, eval_nodes = get_graph_node_names(model)
+        modules = [f["module"] for f in model.feature_info]
+        for m in modules:  # timm's "module" names are nodes (a module's last op) of the graph
+            assert any(n == m or n.startswith(m + ".") for n in eval_nodes), m
+        extractor = create_feature_extractor(model, return_nodes={m: m for m in modules})
+        got = extractor(x)
+        want = model.forward_intermediates(x, intermediates_only=True)
+        for m, w in zip(modules, want, strict=True):
+            assert torch.equal(got[m], w), m
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # jit.trace's deprecation notice
+            traced = torch.jit.trace(model, x, check_trace=False)
+        torch.testing.assert_close(traced(x), ref, rtol=1e-4, atol=1e-5)
+
+        torch._dynamo.reset()
+        compiled = torch.compile(model, fullgraph=True, backend="eager")
+        torch.testing.assert_close(compiled(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_export_set_covers_every_family():
+    families = {vz.model_info(n).family for n in MODELS}
+    assert families == {vz.model_info(n).family for n in EXPORT}
+    assert set(EXPORT) <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", EXPORT)
+def test_strict_export_with_a_dynamic_batch(name):
+    model, x = _model_and_input(name)
+    with torch.no_grad():
+        ref = model(x)
+        batch = torch.export.Dim("batch", min=1, max=64)
+        program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},), strict=True)
+        exported = program.module()
+        torch.testing.assert_close(exported(x), ref, rtol=1e-4, atol=1e-5)
+        three = torch.cat([x, x[:1]])  # a batch size it was not traced with
+        torch.testing.assert_close(exported(three)[:2], ref, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(exported(x[:1]), ref[:1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "swin_t"])
+def test_wrong_channels_still_one_line_in_eager_mode(name):
+    model, x = _model_and_input(name)
+    with pytest.raises(ValueError, match=r"expects a batch of shape \(N, 3, H, W\)"):
+        model(x[:, :1])
