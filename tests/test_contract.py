@@ -354,3 +354,22 @@ def test_feature_info_module_is_the_map(name):
         want = model.forward_intermediates(x, intermediates_only=True)
     for m, w in zip(modules, want, strict=True):
         torch.testing.assert_close(got[m], w, rtol=0, atol=0, msg=m)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"num_classes": -1}, r"num_classes must be an integer >= 0"),
+    ({"in_chans": 0}, r"in_chans must be an integer >= 1"),
+    ({"foo": 1}, r"resnet50 takes no argument 'foo'; it accepts: .*stride_in_1x1"),
+    ({"stride_in_1x1": "maybe"}, r"stride_in_1x1 must be bool; got 'maybe'"),
+    ({"drop_rate": "high"}, r"drop_rate must be float"),
+    ({"depths": (1, 1, 1, 1)}, r"takes no argument 'depths'"),  # what the variant fixes
+])
+def test_bad_constructor_arguments_are_one_clear_error(kwargs, match):
+    with pytest.raises(vz.registry.InvalidArgumentError, match=match) as err:
+        vz.create_model("resnet50", **kwargs)
+    assert isinstance(err.value, ValueError) and "\n" not in str(err.value)
+
+
+def test_a_keyword_the_variant_sets_is_named():
+    with pytest.raises(ValueError, match="towers.*the variant sets it"):
+        vz.create_model("alexnet", towers=1)
