@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "img_size": args.img_size,
-                 "workers": args.workers, "bf16": args.bf16,
+                 "workers": args.workers, "amp": "bf16" if args.bf16 else "none",
                  "channels_last": args.channels_last, "device": "cpu", "progress": "off",
                  **parse_overrides(args.set)}
     if args.lr is not None:
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info("cpu")
     t0 = time.time()
     summary = train(args.model, args.data, recipe=args.recipe, overrides=overrides,
-                    out=run_dir)
+                    out=run_dir).summary
     wall = time.time() - t0
     history = _read_history(Path(summary["files"]["metrics"]))
     minutes, epoch = time_to_target(history, args.target)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+import pytest
 import torch
 import torchvision
 
@@ -101,3 +103,157 @@ def test_port_command(tmp_path):
                ok=False)
     assert proc.returncode == 1 and "do not fit resnet101" in proc.stderr
     assert not (tmp_path / "y").exists()
+
+
+# --- every user error is one line ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory) -> dict[str, str]:
+    """Files and folders for the bad-input sweep, by placeholder name."""
+    from PIL import Image
+
+    from test_data import write_fashion_mnist
+
+    root = tmp_path_factory.mktemp("bad")
+    write_fashion_mnist(root / "fm", 32, 16)
+    good = vz.save_checkpoint(vz.create_model("resnet20", num_classes=10),
+                              root / "good.safetensors")
+    data = good.read_bytes()
+    (root / "trunc.safetensors").write_bytes(data[: len(data) // 2])
+    (root / "afile").write_text("a file, not a folder")
+    (root / "empty").mkdir()
+    for split in ("train/a", "train/b", "val"):  # class folders without any image
+        (root / "noclasses" / split).mkdir(parents=True)
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(root / "ok.jpg")
+    (root / "garbage.jpg").write_bytes(os.urandom(400))
+    (root / "cut.jpg").write_bytes((root / "ok.jpg").read_bytes()[:200])
+    names = {"FM": "fm", "GOOD": "good.safetensors", "TRUNC": "trunc.safetensors", "AFILE": "afile",
+             "EMPTY": "empty", "NOCLASSES": "noclasses", "OK": "ok.jpg",
+             "GARBAGE": "garbage.jpg", "CUT": "cut.jpg", "MISSING": "missing.safetensors",
+             "NOIMG": "missing.png", "NODATA": "no_such_data"}
+    return {k: str(root / v) for k, v in names.items()}
+
+
+TRAIN = ["train", "--model", "resnet20", "--data", "FM", "--workers", "0"]
+EVAL = ["eval", "--model", "resnet20", "--data", "FM", "--workers", "0"]
+BAD = [  # (arguments, what the one line must say)
+    (["info", "resnet5"], "unknown model 'resnet5'"),
+    (["info", "resnet50", "--set", "unknown_key=1"], "unknown_key"),
+    (["info", "resnet50", "--set", "stride_in_1x1=maybe"], "stride_in_1x1"),
+    (["info", "resnet50", "--set", "num_classes=-1"], "num_classes"),
+    (["info", "resnet50", "--set", "in_chans=0"], "in_chans"),
+    (["info", "resnet50", "--in-chans", "0"], "--in-chans"),
+    (["info", "resnet50", "--size", "0"], "--size"),
+    (["info", "resnet50", "--set", "novalue"], "key=value"),
+    (["info", "resnet50", "--set", "a=1", "--set", "a=2"], "twice"),
+    (["predict", "OK", "--checkpoint", "MISSING"], "not found"),
+    (["predict", "OK", "--checkpoint", "TRUNC"], "truncated"),
+    (["predict", "OK", "--checkpoint", "AFILE"], "afile"),
+    (["predict", "NOIMG", "--checkpoint", "GOOD"], "missing.png: no such file"),
+    (["predict", "GARBAGE", "--checkpoint", "GOOD"], "garbage.jpg: not an image"),
+    (["predict", "CUT", "--checkpoint", "GOOD"], "cut.jpg"),
+    (["predict", "EMPTY", "--checkpoint", "GOOD"], "is a directory"),
+    (["predict", "OK", "--checkpoint", "GOOD", "--topk", "0"], "--topk"),
+    (["predict", "OK", "--checkpoint", "GOOD", "--model", "resnet56"], "not resnet56"),
+    (["predict", "OK", "--model", "resnet5", "--weights", "GOOD"], "unknown model"),
+    (["predict", "OK", "--weights", "GOOD"], "--weights needs --model"),
+    (["predict", "OK", "--deployed", "EMPTY"], "no deployed model"),
+    (["train", "--model", "resnet20", "--data", "NODATA"], "no such dataset folder"),
+    (["train", "--model", "resnet20", "--data", "EMPTY"], "unrecognised layout"),
+    (["train", "--model", "resnet20", "--data", "AFILE"], "is a file"),
+    (["train", "--model", "resnet20", "--data", "NOCLASSES"], "no class folders with images"),
+    (["train", "--model", "resnet5", "--data", "FM"], "unknown model"),
+    ([*TRAIN, "--out", "AFILE/run"], "is a file, not a folder"),
+    ([*TRAIN, "--out", "AFILE"], "not a folder"),
+    ([*TRAIN, "--model-args", "{foo: 1}"], "foo"),
+    ([*TRAIN, "--model-args", "{foo: 1"], "model_args"),
+    ([*TRAIN, "--model-args", "{stride_in_1x1: maybe}"], "stride_in_1x1"),
+    ([*TRAIN, "--model-args", "{num_classes: 3}"], "num_classes"),
+    ([*TRAIN, "--epochs", "-1"], "epochs"),
+    ([*TRAIN, "--recipe", "no_such_recipe"], "no_such_recipe"),
+    ([*TRAIN, "--recipe", "AFILE"], "afile"),
+    ([*EVAL, "--checkpoint", "MISSING"], "not found"),
+    ([*EVAL, "--checkpoint", "TRUNC"], "truncated"),
+    ([*EVAL, "--checkpoint", "GOOD", "--out", "AFILE/x"], "is a file, not a folder"),
+    (["eval", "--model", "resnet20", "--checkpoint", "GOOD", "--data", "NODATA"],
+     "no such dataset folder"),
+    (["eval", "--model", "resnet56", "--checkpoint", "GOOD", "--data", "FM"], "resnet56"),
+    (["list", "nothing*"], "no model matches"),
+    (["verify", "nothing*"], "no model matches"),
+    (["port", "torchvision", "resnet18", "MISSING", "--out", "x.st"], "not found"),
+    (["port", "torchvision", "resnet18", "GOOD", "--out", "AFILE/x.st"], "is a file"),
+    (["export", "resnet5", "--format", "onnx"], "unknown model"),
+    (["export", "resnet20", "--format", "onnx", "--out", "AFILE/x.onnx"], "is a file"),
+    (["export", "resnet20", "--format", "onnx", "--out", "EMPTY"], "not a file"),
+    (["export", "resnet20", "--format", "onnx", "--checkpoint", "TRUNC"], "truncated"),
+    (["deploy", "resnet20", "--random", "--out", "AFILE/x"], "is a file"),
+    (["deploy", "resnet5", "--random"], "unknown model"),
+    (["deploy", "resnet20", "--checkpoint", "MISSING"], "not found"),
+    (["bench", "resnet20", "--batch", "0"], "--batch"),
+    (["bench", "resnet5"], "unknown model"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_every_user_error_is_one_line(args, message, bad_inputs, capsys, monkeypatch, tmp_path):
+    """Exit status 1 and one line on stderr naming the problem, never a traceback (main()
+    re-raises what it does not report, so a traceback would fail the test)."""
+    from visionzoo.cli import main
+
+    monkeypatch.chdir(tmp_path)  # a default --out (runs/...) lands here, if anywhere
+    monkeypatch.delenv("VISIONZOO_DEBUG", raising=False)
+    argv = [bad_inputs.get(a.split("/")[0], a.split("/")[0]) + a[len(a.split("/")[0]):]
+            for a in args]
+    assert main(argv) == 1
+    cap = capsys.readouterr()
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1, cap.err
+    assert lines[0].startswith(f"visionzoo {args[0]}: error: "), lines[0]
+    assert message in lines[0] and "Traceback" not in cap.err, lines[0]
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_user_errors_from_the_console_script_and_debug_tracebacks(bad_inputs):
+    proc = run("info", "resnet50", "--set", "stride_in_1x1=maybe", ok=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "stride_in_1x1" in proc.stderr
+    out = bad_inputs["AFILE"] + "/run"
+    proc = run("train", "--model", "resnet20", "--data", bad_inputs["FM"], "--out", out,
+               ok=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"visionzoo train: error: --out {out}: " \
+                                  f"{bad_inputs['AFILE']} is a file, not a folder"
+    env = {**os.environ, "VISIONZOO_DEBUG": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "visionzoo", "info", "resnet5"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "resnet5" in proc.stderr
+
+
+def test_set_values_parse_like_yaml_words():
+    from visionzoo.cli import parse_overrides
+
+    assert parse_overrides(["a=False", "b=false", "c=yes", "d=null", "e=0.5", "f=(1, 2)",
+                            "g=abc", "h= 3 "]) == {"a": False, "b": False, "c": True, "d": None,
+                                                   "e": 0.5, "f": (1, 2), "g": "abc", "h": 3}
+
+
+def test_empty_class_folder_is_a_one_line_warning(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from visionzoo.cli import main
+
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / "d" / split / cls).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (9, 9, 9)).save(tmp_path / "d" / split / cls / "1.png")
+    (tmp_path / "d" / "train" / "empty_class").mkdir()
+    monkeypatch.chdir(tmp_path)
+    # the warning comes when the data is opened, before a model is built (an unknown keyword)
+    assert main(["train", "--model", "resnet20", "--data", str(tmp_path / "d"),
+                 "--model-args", "{foo: 1}"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in lines
+    assert lines[0] == (f"visionzoo train: warning: {tmp_path / 'd' / 'train' / 'empty_class'} "
+                        f"holds no images: it is not a class")
+    assert lines[1].startswith("visionzoo train: error:") and "foo" in lines[1]

@@ -13,18 +13,10 @@ import visionzoo as vz
 from test_data import write_fashion_mnist
 from visionzoo.checkpoint import read_header
 from visionzoo.data.datasets import ArraySplit, EpochSampler, open_dataset
-from visionzoo.engine import (
-    ModelEma,
-    RMSpropTF,
-    TrainingDiverged,
-    _pack_optimizer,
-    _unpack_optimizer,
-    build_optimizer,
-    lr_at,
-    param_groups,
-    train,
-)
+from visionzoo.engine import TrainingDiverged, train
+from visionzoo.optim import ModelEma, RMSpropTF, build_optimizer, lr_at, param_groups
 from visionzoo.recipes import resolve_config
+from visionzoo.train_state import pack_optimizer, unpack_optimizer
 
 # ---------------------------------------------------------------------------------------------
 # weight decay groups
@@ -139,12 +131,12 @@ def test_optimizer_state_round_trips_without_pickle(opt: str) -> None:
         a.zero_grad()
         m(torch.randn(5, 3)).square().mean().backward()
         a.step()
-    meta, tensors = _pack_optimizer(a)
+    meta, tensors = pack_optimizer(a)
     import json
 
     json.dumps(meta)  # everything that is not a tensor is JSON
     b = build_optimizer(m, cfg)
-    b.load_state_dict(_unpack_optimizer(json.loads(json.dumps(meta)), tensors))
+    b.load_state_dict(unpack_optimizer(json.loads(json.dumps(meta)), tensors))
     sa, sb = a.state_dict(), b.state_dict()
     assert sa["param_groups"] == sb["param_groups"]
     for pid, st in sa["state"].items():

@@ -1,5 +1,7 @@
 """`visionzoo predict` and visionzoo.predict: real ImageNet weights (EfficientNet-Lite0) on real
-photos (scikit-image), the pretrained_cfg transform, and every kind of image file a user has."""
+photos (scikit-image), the pretrained_cfg transform, and every kind of image file a user has.
+The transform itself (vz.create_transform, equal to torchvision's classic one) is tested in
+test_data_config.py."""
 
 from __future__ import annotations
 
@@ -12,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data as skimage_data
-import torch
 from PIL import Image
 
 import visionzoo as vz
-from visionzoo.data.transforms import ImageError, PretrainedEvalTransform, load_image, to_rgb
+from visionzoo.data.transforms import ImageError, load_image, to_rgb
 from visionzoo.predict import (
     PredictError,
     Prediction,
@@ -125,30 +126,6 @@ def test_cli_user_errors_are_one_line(args, message, capsys):
     assert main(["predict", *args]) == 1
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
-
-
-def test_transform_equals_torchvision_resize_crop(photos):
-    """resize(shorter side = size / crop_pct) + center crop, computed as one box resample, gives
-    torchvision's pixels (its PIL path is what timm and torchvision evaluate with)."""
-    from torchvision import transforms as T
-
-    img = Image.open(photos["chelsea"]).convert("RGB")  # 451 x 300
-    for cfg in ({"input_size": (3, 224, 224), "crop_pct": 0.875, "interpolation": "bicubic"},
-                {"input_size": (3, 240, 240), "crop_pct": 240 / 255, "interpolation": "bilinear"},
-                {"input_size": (3, 288, 288), "crop_pct": 1.0, "interpolation": "bicubic"}):
-        ours = PretrainedEvalTransform.from_cfg(cfg)
-        size = cfg["input_size"][1]
-        mode = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}
-        ref = T.Compose([T.Resize(ours.resize, interpolation=mode[cfg["interpolation"]]),
-                         T.CenterCrop(size), T.ToTensor(),
-                         T.Normalize(ours.mean, ours.std)])
-        a, b = ours(img), ref(img)
-        assert a.shape == b.shape == (3, size, size)
-        # Pillow's fixed-point resampling may round one 8-bit level differently at a few pixels
-        diff = (a - b).abs() * torch.tensor(ours.std).view(3, 1, 1) * 255
-        assert diff.max() <= 1.01 and diff.mean() < 0.05, (cfg, diff.max(), diff.mean())
-    assert PretrainedEvalTransform.from_cfg(
-        {"input_size": (3, 240, 240), "crop_pct": 240 / 255}).resize == 255
 
 
 # --- any image a user has ---------------------------------------------------------------------

@@ -1,11 +1,14 @@
 """visionzoo: the landmark image classifiers, written from their papers and verified.
 
 Public API (see DESIGN.md): list_models, model_info, create_model, port, save_checkpoint,
-load_checkpoint, profile, verify, optimize, deploy, load_deployed.
+load_checkpoint, profile, verify, optimize, deploy, load_deployed, train, evaluate,
+resolve_data_config, create_transform.
 """
 
 from visionzoo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from visionzoo.data.config import create_transform, resolve_data_config
 from visionzoo.deploy import Deployed, DeployError, deploy, load_deployed
+from visionzoo.engine import TrainResult, evaluate, train
 from visionzoo.optimize import optimize
 from visionzoo.ports import PortError, list_ports, port
 from visionzoo.profile import profile, verify
@@ -26,10 +29,13 @@ __all__ = [
     "Deployed",
     "ModelInfo",
     "PortError",
+    "TrainResult",
     "UnknownModelError",
     "__version__",
     "create_model",
+    "create_transform",
     "deploy",
+    "evaluate",
     "list_models",
     "list_ports",
     "load_checkpoint",
@@ -39,6 +45,8 @@ __all__ = [
     "port",
     "profile",
     "register_model",
+    "resolve_data_config",
     "save_checkpoint",
+    "train",
     "verify",
 ]

@@ -1,15 +1,21 @@
 """`visionzoo <command>`: parses arguments and calls the library; nothing else lives here.
 
-User errors (unknown model, missing file, bad argument, weights that do not fit) end with a
-one-line message on stderr and exit status 1 (2 for usage errors), never a traceback.
+User errors (unknown model, missing file, bad argument, weights that do not fit, a constructor
+argument the model refuses) end with a one-line message on stderr and exit status 1 (2 for usage
+errors argparse finds), never a traceback; ``VISIONZOO_DEBUG=1`` shows the traceback. visionzoo's
+warnings (an empty class folder) are one line too.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import os
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
@@ -19,17 +25,29 @@ class UserError(Exception):
     """An error to report in one line, without a traceback."""
 
 
+# YAML's words, as in recipes and --model-args: `--set stride_in_1x1=false` must not be the
+# (truthy) string "false"
+_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False,
+          "none": None, "null": None, "~": None}
+
+
 def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
-    """``--set key=value`` pairs; values are Python literals when they parse as one."""
+    """``--set key=value`` pairs; values are Python literals when they parse as one, true/false/
+    yes/no/on/off/null in any case are booleans/None, anything else is a string (the model's
+    constructor checks the type)."""
     out: dict[str, Any] = {}
     for item in items or ():
         key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set expects key=value, got {item!r}")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UserError(f"--set expects key=value with a keyword name, got {item!r}")
+        if key in out:
+            raise UserError(f"--set {key} given twice")
+        raw = raw.strip()
         try:
             out[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[key] = raw
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            out[key] = _WORDS.get(raw.lower(), raw)
     return out
 
 
@@ -58,16 +76,32 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least(value: int | None, low: int, flag: str) -> None:
+    if value is not None and value < low:
+        raise UserError(f"{flag} must be at least {low}; got {value}")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from visionzoo.profile import format_info
+    from visionzoo.registry import model_info
 
+    _at_least(args.size, 1, "--size")
+    _at_least(args.in_chans, 1, "--in-chans")
+    paper = model_info(args.model).input_size  # unknown names fail here, with suggestions
     size = None
-    if args.size:
+    if args.size is not None:
         size = (args.in_chans, args.size, args.size)
     overrides = parse_overrides(args.set)
     if args.in_chans != 3:
         overrides["in_chans"] = args.in_chans
-        size = size or (args.in_chans, 224, 224)
+        size = size or (args.in_chans, *paper[1:])
+    if overrides:  # create_model's argument checks (profile builds from the raw builder)
+        import torch
+
+        from visionzoo.registry import create_model
+
+        with torch.device("meta"):  # nothing allocated or computed
+            create_model(args.model, **overrides)
     print(format_info(args.model, size, **overrides))
     return 0
 
@@ -155,6 +189,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.weights and not args.model:
         raise UserError("--weights needs --model (the registered name the weights are for)")
+    for flag in ("topk", "batch_size", "threads"):
+        _at_least(getattr(args, flag), 1, "--" + flag.replace("_", "-"))
     if args.deployed:
         from visionzoo.deploy import load_deployed
         from visionzoo.predict import class_names_for
@@ -215,20 +251,29 @@ COMMANDS += [
 # ---------------------------------------------------------------------------------------------
 
 
+def _model_arg(args: argparse.Namespace) -> str | None:
+    """MODEL given positionally or as -m/--model (the same way as every other command)."""
+    if args.model and args.model_opt and args.model != args.model_opt:
+        raise UserError(f"two models given: {args.model} and --model {args.model_opt}")
+    return args.model or args.model_opt
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from visionzoo.recipes import RECIPE_KEYS, list_recipes, load_recipe
+    from visionzoo.recipes import LEGACY_KEYS, RECIPE_KEYS, list_recipes, load_recipe
 
     if args.list_recipes:
         for name in list_recipes():
             print(f"{name:14s} {load_recipe(name).get('description', '')}")
         return 0
-    if not args.resume and (not args.model or not args.data):
+    model = _model_arg(args)
+    if not args.resume and (not model or not args.data):
         raise UserError("--model and --data are required (or --resume --out RUN_DIR)")
     from visionzoo.engine import TrainingDiverged, TrainingInterrupted, train
 
-    overrides = {k: getattr(args, f"rk_{k}") for k in RECIPE_KEYS if hasattr(args, f"rk_{k}")}
+    overrides = {k: getattr(args, f"rk_{k}") for k in [*RECIPE_KEYS, *LEGACY_KEYS]
+                 if hasattr(args, f"rk_{k}")}
     try:
-        train(args.model, args.data, recipe=args.recipe, overrides=overrides, out=args.out,
+        train(model, args.data, recipe=args.recipe, overrides=overrides, out=args.out,
               resume=args.resume)
     except TrainingDiverged as e:
         raise UserError(str(e)) from None
@@ -239,14 +284,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from visionzoo.engine import evaluate_checkpoint
+    import json
+    from pathlib import Path
 
-    r = evaluate_checkpoint(args.model, args.checkpoint, args.data, split=args.split,
-                            batch_size=args.batch_size, workers=args.workers, device=args.device,
-                            out_dir=args.out)
+    from visionzoo.engine import evaluate
+
+    model = _model_arg(args)
+    path = Path(args.checkpoint or args.weights)
+    if args.weights and not model:
+        raise UserError("--weights needs the model name (visionzoo eval MODEL --weights W)")
+    r = evaluate(path, args.data, model_name=model, split=args.split,
+                 batch_size=args.batch_size, workers=args.workers, device=args.device,
+                 amp=args.amp, out_dir=args.out or path.parent,
+                 progress="auto" if not args.json else "off")
+    if args.results_file:
+        Path(args.results_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results_file).write_text(json.dumps(r, indent=2) + "\n")
     if args.json:
-        import json
-
         print(json.dumps({k: v for k, v in r.items() if k != "confusion"}, indent=2))
         return 0
     print(f"{r['model']} {r['checkpoint']} on {r['data']} {r['split']} ({r['images']:,} images): "
@@ -262,10 +316,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", metavar="MODEL", help="registered model name, e.g. resnet20")
+    p.add_argument("-m", "--model", dest="model_opt", metavar="MODEL", help="the same as MODEL")
+
+
+# timm's short options for recipe keys
+_SHORT = {"batch_size": "-b", "workers": "-j"}
+
+
 def _add_train(p: argparse.ArgumentParser) -> None:
     from visionzoo.recipes import RECIPE_KEYS
 
-    p.add_argument("--model", help="registered model name, e.g. resnet20")
+    _add_model_arg(p)
     p.add_argument("--data", help="fashion-mnist | cifar10 | cifar100 | a dataset folder "
                                   "(ImageFolder train/ val/, IDX files, CIFAR python batches)")
     p.add_argument("--recipe", help="packaged recipe name or a YAML file (default: small_cpu; "
@@ -285,22 +348,33 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         if spec.kind == "bool":
             extra = {"nargs": "?", "const": "true"}
         choices = f" {{{','.join(spec.choices)}}}" if spec.choices else ""
+        flags = ["--" + key.replace("_", "-"), *([_SHORT[key]] if key in _SHORT else [])]
         groups[spec.group].add_argument(
-            "--" + key.replace("_", "-"), dest=f"rk_{key}", default=argparse.SUPPRESS,
+            *flags, dest=f"rk_{key}", default=argparse.SUPPRESS,
             metavar=spec.kind.upper(), help=f"{spec.help}{choices} [{spec.default}]", **extra)
+    # --bf16 of older releases: amp bf16 (recipes and saved runs map the key the same way)
+    p.add_argument("--bf16", dest="rk_bf16", nargs="?", const="true", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True)
-    p.add_argument("--checkpoint", required=True,
-                   help="a visionzoo checkpoint (model.safetensors of a run) or weights file")
+    _add_model_arg(p)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--checkpoint", help="a visionzoo checkpoint (model.safetensors of a run) or "
+                                        "a torchvision/timm/efficientnet_pytorch weights file")
+    g.add_argument("--weights", help="torchvision/timm/efficientnet_pytorch weights file "
+                                     "(.pth/.pt/.bin/.safetensors) for MODEL")
     p.add_argument("--data", required=True, help="as for train")
     p.add_argument("--split", help="split to evaluate (default: the dataset's val/test split)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", default="auto", help="loader worker processes (default: auto)")
+    p.add_argument("-b", "--batch-size", type=int, default=256)
+    p.add_argument("-j", "--workers", default="auto",
+                   help="loader worker processes (default: auto)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"],
+                   help="autocast (default: the training run's, none for weights files)")
     p.add_argument("--out", help="folder for the confusion-matrix PNG and JSON "
                                  "(default: the checkpoint's folder)")
+    p.add_argument("--results-file", metavar="F", help="also write the results as JSON to F")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -329,6 +403,9 @@ def _int_list(text: str, what: str) -> list[int]:
 def cmd_bench(args: argparse.Namespace) -> int:
     from visionzoo.bench import bench
 
+    for flag in ("size", "threads", "repeats"):
+        _at_least(getattr(args, flag), 1, "--" + flag)
+    _at_least(args.warmup, 0, "--warmup")
     log = (lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True)) if args.verbose \
         else None
     report = bench(args.models, batches=_int_list(args.batch, "--batch"), size=args.size,
@@ -353,6 +430,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from visionzoo.registry import create_model, model_info
 
     info = model_info(args.model)  # unknown names fail here, with suggestions
+    _at_least(args.size, 1, "--size")
     if args.checkpoint:
         model = load_checkpoint(args.checkpoint)
         if getattr(model, "model_name", args.model) != args.model:
@@ -478,6 +556,8 @@ def _calibration_images(paths: Sequence[str], cfg: dict[str, Any]) -> Any:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from visionzoo.deploy import deploy
 
+    _at_least(args.batch_size, 1, "--batch-size")
+    _at_least(args.threads, 1, "--threads")
     model = _model_for(args)
     calibration = agreement_images = None
     if args.dtype == "int8":
@@ -550,24 +630,99 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ---------------------------------------------------------------------------------------------
+# errors and warnings: one line each
+# ---------------------------------------------------------------------------------------------
+
+# what each command's --out names (bench's is a file-name prefix: only its folder is checked)
+OUT_KIND = {"train": "folder", "eval": "folder", "deploy": "folder", "ablate": "folder",
+            "site": "folder", "port": "file", "export": "file"}
+
+# Raised where user input reaches code that did not check it first (an unknown constructor
+# keyword, a value of the wrong type, an input size a network cannot take): reported with the
+# exception's name. VISIONZOO_DEBUG=1 shows the traceback of any reported error.
+UNCHECKED = (TypeError, KeyError, RuntimeError)
+_LIBRARY_ERRORS = {"visionzoo.deploy": ("DeployError",), "visionzoo.optimize": ("OptimizeError",),
+                   "visionzoo.export": ("ExportError", "MissingExtraError")}
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """UserError, ValueError (UnknownModelError, CheckpointError, PortError, DataError,
+    ImageError, RecipeError, the constructors' argument checks), OSError (files), and the
+    library's own errors of other bases (a module never imported raised none of them)."""
+    found: list[type[BaseException]] = [UserError, ValueError, OSError]
+    for module, names in _LIBRARY_ERRORS.items():
+        if module in sys.modules:
+            found += [getattr(sys.modules[module], n) for n in names
+                      if hasattr(sys.modules[module], n)]
+    return tuple(found)
+
+
+def _one_line(e: BaseException, checked: bool) -> str:
+    """The error as one line; ``checked``: an error the library raised on purpose."""
+    text = str(e)
+    if isinstance(e, OSError) and e.filename and e.strerror:  # not "[Errno 20] Not a ..."
+        text = f"{e.filename}: {e.strerror}" + (f" ({e.filename2})" if e.filename2 else "")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    text = "; ".join(lines) or type(e).__name__
+    if not checked:
+        text = f"{type(e).__name__}: {text} (VISIONZOO_DEBUG=1 shows where)"
+    return text
+
+
+def _check_out(command: str, out: str | None) -> None:
+    """Refuse an --out that cannot be written before anything is read or computed: a folder
+    under an existing file, a folder where a file is, a file where a folder is."""
+    if not out:
+        return
+    path = Path(out).expanduser()
+    for parent in path.parents:  # the nearest existing one decides
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--out {out}: {parent} is a file, not a folder")
+            break
+    kind = OUT_KIND.get(command)
+    if kind and path.exists() and (kind == "folder") != path.is_dir():
+        raise UserError(f"--out {out} exists and is not a {kind}")
+
+
+@contextlib.contextmanager
+def _warnings_in_one_line(command: str) -> Iterator[None]:
+    """visionzoo's own warnings (an empty class folder, ...) as ``visionzoo CMD: warning: ...``;
+    other libraries' warnings print as Python prints them."""
+    original = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if category.__module__.split(".")[0] == "visionzoo":
+            print(f"visionzoo {command}: warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from visionzoo.checkpoint import CheckpointError
-    from visionzoo.deploy import DeployError
-    from visionzoo.export import MissingExtraError
-    from visionzoo.ports import PortError
-    from visionzoo.registry import UnknownModelError
-
+    debug = os.environ.get("VISIONZOO_DEBUG", "") not in ("", "0")
     try:
-        return int(args.handler(args) or 0)
-    except (UserError, UnknownModelError, PortError, CheckpointError, FileNotFoundError,
-            ValueError, DeployError, MissingExtraError) as e:
-        print(f"visionzoo {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        with _warnings_in_one_line(args.command):
+            _check_out(args.command, getattr(args, "out", None))
+            return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print(f"visionzoo {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        checked = isinstance(e, _user_error_types())
+        if debug or not (checked or isinstance(e, UNCHECKED)):
+            raise  # a bug: its traceback is what a report needs
+        print(f"visionzoo {args.command}: error: {_one_line(e, checked)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Classify image files with a model and weights: top-k classes with names and probabilities.
 
 The preprocessing is the model's own ``pretrained_cfg`` (input size, crop_pct, interpolation,
-mean/std: weights "don't work" when these are wrong), applied by
-``visionzoo.data.transforms.PretrainedEvalTransform``. Images are read by
+mean/std: weights "don't work" when these are wrong): ``create_transform(resolve_data_config(
+model))``, the evaluation transform ``evaluate`` uses too. Images are read by
 ``visionzoo.data.transforms.load_image``, the decoder the folder datasets of train and eval use
 too (any format Pillow reads, EXIF orientation applied, grayscale/alpha/palette/16-bit/CMYK
 handled), so a file gives the same pixels here as in training. A file that cannot be read gives
@@ -14,7 +14,7 @@ classes (``visionzoo/data/imagenet_classes.txt``) for a 1000-class model, else "
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -24,7 +24,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from visionzoo.data.transforms import ImageError, PretrainedEvalTransform, load_image
+from visionzoo.data.config import create_transform, resolve_data_config
+from visionzoo.data.transforms import ImageError, load_image
 
 __all__ = ["Prediction", "PredictError", "format_predictions", "imagenet_class_names",
            "load_classifier", "predict"]
@@ -112,19 +113,20 @@ def _chunks(items: list[Any], n: int) -> Iterable[list[Any]]:
 
 def predict(model: nn.Module | Any, images: Sequence[str | Path],
             class_names: Sequence[str] | None = None, topk: int = 5, batch_size: int = 8,
-            transform: PretrainedEvalTransform | None = None) -> list[Prediction | PredictError]:
+            transform: Callable | None = None) -> list[Prediction | PredictError]:
     """Top-``topk`` classes of each image file, in the order given.
 
     A file that cannot be read becomes a ``PredictError`` at its place; the others are classified
     in batches of ``batch_size`` on the model's device. ``model`` may also be a
-    ``visionzoo.deploy.Deployed`` (an engine: CPU float32 batches). ``transform`` defaults to the
-    one the model's ``pretrained_cfg`` describes.
+    ``visionzoo.deploy.Deployed`` (an engine: CPU float32 batches). ``transform`` defaults to
+    ``create_transform(resolve_data_config(model))``, the one its ``pretrained_cfg`` describes;
+    its ``min_size`` attribute, when it has one, lets ``load_image`` decode huge JPEGs reduced.
     """
     if topk < 1:
         raise ValueError(f"topk must be at least 1; got {topk}")
     if transform is None:
-        transform = PretrainedEvalTransform.from_cfg(getattr(model, "pretrained_cfg", {}) or
-                                                     {"input_size": (3, 224, 224)})
+        transform = create_transform(resolve_data_config(model))
+    min_size = getattr(transform, "min_size", None)
     num_classes = int(getattr(model, "num_classes", 0)) or None
     names = list(class_names) if class_names is not None else None
     # a visionzoo.deploy.Deployed (an engine) takes CPU float32 batches and has no parameters
@@ -137,7 +139,7 @@ def predict(model: nn.Module | Any, images: Sequence[str | Path],
     ready: list[tuple[int, torch.Tensor]] = []
     for i, path in enumerate(images):
         try:
-            ready.append((i, transform(load_image(path, min_size=transform.min_size))))
+            ready.append((i, transform(load_image(path, min_size=min_size))))
         except ImageError as e:
             results[i] = PredictError(str(path), str(e))
     was_training = model.training if is_module else False

@@ -16,12 +16,11 @@ everywhere. It opens a file with Pillow and returns an 8-bit RGB image whatever 
 
 Anything Pillow cannot read raises ``ImageError`` with a one-line message naming the file.
 
-``PretrainedEvalTransform`` reproduces the standard ImageNet evaluation (timm's and torchvision's):
-resize the shorter side to ``floor(size / crop_pct)`` with the configured interpolation, center
-crop ``size``, scale to [0, 1], normalise by mean/std. The crop is resampled straight from the
-source region it covers (Pillow's ``resize(box=...)``): the same pixels as resizing the whole
-image and then cropping, without building the whole resized image (a 1 x 5000 strip resized to
-a 256-pixel shorter side would otherwise be 256 x 1,280,000).
+``PretrainedEvalTransform`` (what ``visionzoo.create_transform(cfg)`` returns: a torchvision
+``transforms.v2.Compose``) is the standard ImageNet evaluation of timm and torchvision: resize
+the shorter side to ``floor(size / crop_pct)`` with the configured interpolation, center crop
+``size``, scale to [0, 1], normalise by mean/std. ``pretrained_train_transform`` is its training
+counterpart (``is_training=True``). Both take PIL images or uint8 (C, H, W) tensors.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from __future__ import annotations
 import math
 import struct
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,16 +36,22 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms import v2
 
-__all__ = ["ImageError", "PretrainedEvalTransform", "load_image", "to_rgb"]
+from visionzoo.data import presets
+from visionzoo.data.config import resolve_data_config
 
+__all__ = ["ImageError", "PretrainedEvalTransform", "load_image", "pretrained_train_transform",
+           "to_rgb"]
+
+# interpolation names of pretrained_cfg (timm's); box, hamming and lanczos need PIL images
 INTERPOLATION = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
+    "nearest": v2.InterpolationMode.NEAREST,
+    "bilinear": v2.InterpolationMode.BILINEAR,
+    "bicubic": v2.InterpolationMode.BICUBIC,
+    "lanczos": v2.InterpolationMode.LANCZOS,
+    "box": v2.InterpolationMode.BOX,
+    "hamming": v2.InterpolationMode.HAMMING,
 }
 
 
@@ -119,107 +124,171 @@ def load_image(path: str | Path, min_size: int | None = None) -> Image.Image:
         raise ImageError(_describe(path, e)) from None
 
 
+# --- the transform of a data config (built by visionzoo.data.config.create_transform) -------------
+
+
 @dataclass(frozen=True)
-class PretrainedEvalTransform:
-    """Resize the shorter side to ``resize``, center-crop ``size`` (H, W), to a normalised
-    (C, H, W) float tensor. Build it from a ``pretrained_cfg`` with ``from_cfg``.
+class _Plan:
+    """A resolved data config checked and turned into sizes: resize, crop, optional zero-pad."""
 
-    ``channels`` (the cfg's input_size[0]) is 3 (RGB) or 1 (luma, for networks trained on gray
-    images such as Fashion-MNIST). ``pad_from``: a network trained on small images zero-padded
-    to ``size`` (cfg ``fit="pad"``, ``native_size``): the image is brought to
-    ``pad_from`` x ``pad_from`` and zero-padded, exactly as in training.
-    """
-
-    size: tuple[int, int]
-    resize: int | tuple[int, int]  # an int keeps the aspect ratio; (H, W) is exact
+    channels: int
+    size: tuple[int, int]  # (H, W) of the output
+    resize: int | tuple[int, int]  # an int: the shorter side (aspect kept); (H, W): exact
+    crop: tuple[int, int]  # (H, W) center crop after the resize
+    pad: tuple[int, int, int, int] | None  # zero padding (left, top, right, bottom) to ``size``
     interpolation: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    channels: int = 3
-    pad_from: int | None = None
-    pad_size: tuple[int, int] | None = None  # (H, W) the pad_from crop is zero-padded to
 
     @classmethod
-    def from_cfg(cls, cfg: Mapping[str, Any]) -> PretrainedEvalTransform:
-        _, h, w = (int(v) for v in cfg["input_size"])
-        crop_pct = float(cfg.get("crop_pct", 0.875))
-        interpolation = str(cfg.get("interpolation", "bilinear"))
+    def from_cfg(cls, cfg: Mapping[str, Any]) -> _Plan:
+        cfg = resolve_data_config(cfg)  # a resolved config comes back unchanged
+        channels, h, w = (int(v) for v in cfg["input_size"])
+        if channels not in (1, 3):
+            raise ValueError(f"images give 1 or 3 channels; this model takes {channels}")
+        interpolation = str(cfg["interpolation"])
         if interpolation not in INTERPOLATION:
             raise ValueError(f"unknown interpolation {interpolation!r}; expected one of "
                              f"{', '.join(INTERPOLATION)}")
+        mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean/std have {len(mean)}/{len(std)} values for {channels}-channel "
+                             f"input")
+        if not all(v > 0 for v in std):
+            raise ValueError(f"std must be positive; got {std}")
+        crop_pct, mode = float(cfg["crop_pct"]), cfg["crop_mode"]
+        if not 0 < crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1]; got {crop_pct}")
+        if mode not in ("center", "squash"):
+            raise ValueError(f"crop_mode must be center or squash; got {mode!r}")
 
         def scale(v: int) -> int:  # timm: floor(size / crop_pct); 1e-6 absorbs 240 / (240/255)
-            return max(v, int(math.floor(v / crop_pct + 1e-6)))
+            return int(math.floor(v / crop_pct + 1e-6))
 
-        channels = int(cfg["input_size"][0])
-        if channels not in (1, 3):
-            raise ValueError(f"images give 1 or 3 channels; this model takes {channels}")
-        mean = tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406)))
-        std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
-        if len(mean) != channels or len(std) != channels:
-            raise ValueError(f"pretrained_cfg mean/std have {len(mean)}/{len(std)} values for "
-                             f"{channels}-channel input")
-        pad_from = int(cfg["native_size"]) if cfg.get("fit") == "pad" else None
-        if pad_from is not None:  # resize to the training images' native size, then pad
-            return cls((pad_from, pad_from), pad_from, interpolation, mean, std, channels,
-                       pad_from, (h, w))
-        # a square input keeps the aspect ratio (shorter side); a non-square one resizes exactly
-        resize: int | tuple[int, int] = scale(h) if h == w else (scale(h), scale(w))
-        return cls((h, w), resize, interpolation, mean, std, channels)
+        if cfg.get("fit") == "pad":  # fitted to the training images' native size, then padded
+            n = int(cfg.get("native_size") or 0)
+            if not 1 <= n <= min(h, w):
+                raise ValueError(f"fit='pad' needs native_size between 1 and {min(h, w)}; "
+                                 f"got {cfg.get('native_size')!r}")
+            left, top = (w - n) // 2, (h - n) // 2  # the odd pixel right/bottom, as in training
+            return cls(channels, (h, w), n, (n, n), (left, top, w - n - left, h - n - top),
+                       interpolation, mean, std)
+        resize: int | tuple[int, int] = (
+            scale(h) if h == w and mode == "center" else (scale(h), scale(w)))
+        return cls(channels, (h, w), resize, (h, w), None, interpolation, mean, std)
+
+    def fit_steps(self) -> list[Callable]:
+        """Resize and center crop (and zero-pad), on PIL images or uint8 tensors."""
+        steps: list[Callable] = [ToChannels(self.channels)]
+        if isinstance(self.resize, int):
+            steps.append(TrimAspect(MAX_ASPECT))
+        steps += [v2.Resize(self.resize, interpolation=INTERPOLATION[self.interpolation],
+                            antialias=True), v2.CenterCrop(self.crop)]
+        if self.pad is not None:
+            steps.append(v2.Pad(list(self.pad), fill=0))  # zero pixels, as in training
+        return steps
+
+    def to_tensor_steps(self) -> list[Callable]:
+        return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(list(self.mean), list(self.std)), v2.ToPureTensor()]
+
+
+class ToChannels(presets.ToChannels):
+    """The model's channels: a PIL image becomes 8-bit RGB as ``load_image`` makes it
+    (``to_rgb``), then luma (``L``, ITU-R 601) for a 1-channel model; a tensor's gray channel is
+    repeated to 3, or its RGB turned to luma (``presets.ToChannels``)."""
+
+    def forward(self, img: Any) -> Any:
+        if isinstance(img, Image.Image):
+            rgb = to_rgb(img)
+            return rgb.convert("L") if self.channels == 1 else rgb
+        return super().forward(img)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}"
+
+
+MAX_ASPECT = 16  # longer / shorter side kept before a shorter-side resize (see TrimAspect)
+
+
+class TrimAspect(torch.nn.Module):
+    """Center-crop the longer side to ``max_aspect`` times the shorter. Without it a 5000 x 1
+    strip resized to a 256-pixel shorter side is a 1,280,000 x 256 image (over a gigabyte) of
+    which the center crop keeps 224 x 224. Images within the ratio pass untouched, so ordinary
+    photos get exactly torchvision's resize + center crop."""
+
+    def __init__(self, max_aspect: float):
+        super().__init__()
+        self.max_aspect = max_aspect
+
+    def forward(self, img: Any) -> Any:
+        h, w = v2.functional.get_size(img)
+        longest = max(1, math.ceil(self.max_aspect * min(h, w)))
+        if max(h, w) <= longest:
+            return img
+        return v2.functional.center_crop(img, [min(h, longest), min(w, longest)])
+
+    def extra_repr(self) -> str:
+        return f"max_aspect={self.max_aspect}"
+
+
+class PretrainedEvalTransform(v2.Compose):
+    """The evaluation transform of a data config (``create_transform(cfg)``); the one
+    ``predict``, ``evaluate`` (published weights) and deploy's calibration images use.
+
+    Steps: ``ToChannels`` (RGB; luma for a 1-channel model), ``TrimAspect`` (only for strips
+    over 16:1), ``Resize`` (shorter side ``floor(size / crop_pct)``, or exactly that (H, W) for a
+    non-square input size or ``crop_mode="squash"``), ``CenterCrop(size)``, [``Pad`` with zeros:
+    ``fit="pad"``, the image fitted to ``native_size`` then padded to the input size, as the
+    network was trained], ``ToImage``, ``ToDtype(float32, scale=True)``, ``Normalize``,
+    ``ToPureTensor`` (a plain ``torch.Tensor``, as ``ToTensor`` gives). The
+    resize and crop run on the PIL image, so the pixels equal torchvision's classic
+    ``Resize + CenterCrop + ToTensor`` (timm's eval transform); a uint8 tensor is resized by
+    torchvision's tensor kernel (antialiased; within one 8-bit level of Pillow).
+
+    Attributes: ``cfg`` (the resolved config), ``size`` (H, W), ``resize``, ``crop``, ``pad``,
+    ``interpolation``, ``mean``, ``std``, ``channels``, ``min_size`` (for ``load_image``).
+    """
+
+    def __init__(self, cfg: Mapping[str, Any]):
+        plan = _Plan.from_cfg(cfg)
+        super().__init__(plan.fit_steps() + plan.to_tensor_steps())
+        self.cfg = dict(cfg)
+        self.channels, self.size, self.resize, self.crop, self.pad = (
+            plan.channels, plan.size, plan.resize, plan.crop, plan.pad)
+        self.interpolation, self.mean, self.std = plan.interpolation, plan.mean, plan.std
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any]) -> PretrainedEvalTransform:
+        """The transform of a model's ``pretrained_cfg`` (resolved with timm's defaults):
+        ``create_transform(resolve_data_config(cfg))``."""
+        from visionzoo.data.config import create_transform
+
+        return create_transform(cfg)
 
     @property
     def min_size(self) -> int:
         """The shorter side images are resized to (for ``load_image``'s reduced decoding)."""
         return self.resize if isinstance(self.resize, int) else min(self.resize)
 
-    def resized_size(self, width: int, height: int) -> tuple[int, int]:
-        """(W, H) after the resize step (torchvision's rule: the longer side is truncated)."""
-        if not isinstance(self.resize, int):
-            return self.resize[1], self.resize[0]
-        if width <= height:
-            return self.resize, int(self.resize * height / width)
-        return int(self.resize * width / height), self.resize
 
-    def crop(self, img: Image.Image) -> Image.Image:
-        """Resize then center-crop, computed as one resample of the cropped source region."""
-        w, h = img.size
-        rw, rh = self.resized_size(w, h)
-        ch, cw = self.size
-        # torchvision's center crop offsets, in resized coordinates
-        top, left = int(round((rh - ch) / 2.0)), int(round((rw - cw) / 2.0))
-        sx, sy = w / rw, h / rh  # resized -> source
-        box = (left * sx, top * sy, min(w, (left + cw) * sx), min(h, (top + ch) * sy))
-        return img.resize((cw, ch), INTERPOLATION[self.interpolation], box=box)
+def pretrained_train_transform(cfg: Mapping[str, Any]) -> v2.Compose:
+    """A baseline training transform for a data config (``create_transform(cfg,
+    is_training=True)``): timm's and torchvision's ImageNet one without colour jitter or
+    auto-augment (the recipes' transforms in ``visionzoo.data.presets`` add those).
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        img = self.crop(to_rgb(img))
-        if self.channels == 1:
-            img = img.convert("L")  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
-        x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())  # (H, W[, 3]) uint8
-        x = x.view(*x.shape[:2], -1).permute(2, 0, 1).float().div_(255.0)  # -> (C, H, W)
-        if self.pad_from is not None and self.pad_size is not None:
-            x = _pad_center(x, self.pad_size)  # zero pixels, before normalising (as training)
-        c = self.channels
-        mean = torch.tensor(self.mean).view(c, 1, 1)
-        std = torch.tensor(self.std).view(c, 1, 1)
-        return (x - mean) / std
-
-    def describe(self) -> str:
-        resize = (f"shorter side {self.resize}" if isinstance(self.resize, int)
-                  else f"{self.resize[0]}x{self.resize[1]}")
-        pad = (f", zero-pad to {self.pad_size[0]}x{self.pad_size[1]}" if self.pad_size else "")
-        gray = ", gray" if self.channels == 1 else ""
-        return (f"resize {resize} ({self.interpolation}), center crop "
-                f"{self.size[0]}x{self.size[1]}{pad}{gray}, mean {_fmt(self.mean)}, "
-                f"std {_fmt(self.std)}")
-
-
-def _pad_center(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Zero-pad (C, h, w) to (C, H, W): half each side, the odd pixel right/bottom."""
-    h, w = x.shape[-2:]
-    top, left = (size[0] - h) // 2, (size[1] - w) // 2
-    return torch.nn.functional.pad(x, (left, size[1] - w - left, top, size[0] - h - top))
-
-
-def _fmt(values: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
+    ``RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3))`` with the config's
+    interpolation (the Inception crop), ``RandomHorizontalFlip(0.5)``, to float, ``Normalize``.
+    For ``fit="pad"`` (small images zero-padded to the input size) the image is fitted and
+    padded as in evaluation, then ``RandomCrop(size, padding=4)`` and the flip: the CIFAR
+    augmentation of He et al. §4.2 that the recipes' ``pad_crop`` uses.
+    """
+    plan = _Plan.from_cfg(cfg)
+    interp = INTERPOLATION[plan.interpolation]
+    if plan.pad is not None:
+        steps = plan.fit_steps() + [v2.RandomCrop(plan.size, padding=4)]
+    else:
+        steps = [ToChannels(plan.channels),
+                 v2.RandomResizedCrop(plan.size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                                      interpolation=interp, antialias=True)]
+    return v2.Compose([*steps, v2.RandomHorizontalFlip(0.5), *plan.to_tensor_steps()])

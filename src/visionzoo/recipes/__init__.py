@@ -15,8 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RECIPE_KEYS", "RecipeError", "RecipeKey", "coerce", "list_recipes", "load_recipe",
-           "resolve_config"]
+__all__ = ["LEGACY_KEYS", "RECIPE_KEYS", "RecipeError", "RecipeKey", "coerce", "list_recipes",
+           "load_recipe", "resolve_config", "upgrade_keys"]
 
 
 class RecipeError(ValueError):
@@ -74,7 +74,8 @@ RECIPE_KEYS: dict[str, RecipeKey] = {k.name: k for k in [
     _k("clip_grad", None, "float", "clip the gradient norm to this value", nullable=True),
     _k("ema", False, "bool", "keep an exponential moving average of the weights"),
     _k("ema_decay", 0.9999, "float", "EMA decay per step"),
-    _k("bf16", False, "bool", "bfloat16 autocast (CPU and GPU)"),
+    _k("amp", "none", "str", "mixed precision: autocast to bfloat16, or to float16 with a "
+       "gradient scaler (CPU and GPU)", choices=("none", "bf16", "fp16")),
     _k("channels_last", False, "bool", "channels-last memory format"),
     _k("compile", False, "bool", "torch.compile the model"),
     _k("sync_bn", False, "bool", "BatchNorm statistics over all ranks (distributed runs)"),
@@ -124,7 +125,31 @@ RECIPE_KEYS: dict[str, RecipeKey] = {k.name: k for k in [
     _k("device", "auto", "str", "auto, cpu, cuda, cuda:N", group="run"),
     _k("progress", "auto", "str", "progress display", choices=("auto", "bar", "lines", "off"),
        group="run"),
+    _k("log", "none", "str", "also log each epoch's metrics to TensorBoard (<run>/tensorboard; "
+       "the [tensorboard] extra)", choices=("none", "tensorboard"), group="run"),
 ]}
+
+# keys of older recipes and run configurations, and the key and value each became
+LEGACY_KEYS = {"bf16": lambda v: ("amp", "bf16" if coerce_bool("bf16", v) else "none")}
+
+
+def upgrade_keys(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with legacy keys replaced (``bf16: true`` -> ``amp: bf16``), so recipes and
+    runs saved before a rename still load and resume; a new key given beside its old one wins."""
+    out = {k: v for k, v in values.items() if k not in LEGACY_KEYS}
+    for key, convert in LEGACY_KEYS.items():
+        if key in values:
+            new_key, new_value = convert(values[key])
+            out.setdefault(new_key, new_value)
+    return out
+
+
+def coerce_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("on", "yes", "true", "off", "no", "false"):
+        return value.lower() in ("on", "yes", "true")
+    raise RecipeError(f"{key} expects bool; got {value!r}")
 
 _NUMBER = (int, float)
 
@@ -140,6 +165,8 @@ def coerce(key: str, value: Any) -> Any:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise RecipeError(f"unknown recipe key {key!r}{hint}")
     spec = RECIPE_KEYS[key]
+    if isinstance(value, str) and value in spec.choices:  # "none" is a choice of amp, train_crop
+        return value
     if isinstance(value, str) and spec.kind != "str":
         try:
             value = yaml.safe_load(value) if value.strip() else None
@@ -178,11 +205,7 @@ def coerce(key: str, value: Any) -> Any:
     if kind == "float":
         return num(value, float)
     if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("on", "yes", "true", "off", "no", "false"):
-            return value.lower() in ("on", "yes", "true")
-        raise bad()
+        return coerce_bool(key, value)
     if kind in ("floats", "ints"):
         if isinstance(value, _NUMBER) and not isinstance(value, bool):
             value = [value]
@@ -233,7 +256,7 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {name_or_path}: expected a mapping of keys")
     try:
-        return {k: coerce(k, v) for k, v in data.items()}
+        return {k: coerce(k, v) for k, v in upgrade_keys(data).items()}
     except RecipeError as e:
         raise RecipeError(f"recipe {name_or_path}: {e}") from None
 
@@ -243,12 +266,13 @@ def resolve_config(recipe: str | None = None, overrides: Mapping[str, Any] | Non
     """Defaults <- recipe <- overrides (or ``base`` <- overrides when resuming). ``auto`` values
     stay ``auto`` here; ``train()`` fills them in from the model and dataset."""
     if base is not None:
-        cfg = dict(base)
+        cfg = {k: copy.deepcopy(s.default) for k, s in RECIPE_KEYS.items()}  # keys added since
+        cfg.update(upgrade_keys(base))
     else:
         cfg = {k: copy.deepcopy(s.default) for k, s in RECIPE_KEYS.items()}
         if recipe:
             cfg.update(load_recipe(recipe))
-    for k, v in (overrides or {}).items():
+    for k, v in upgrade_keys(overrides or {}).items():
         cfg[k] = coerce(k, v)
     for k in ("epochs", "batch_size"):
         if cfg[k] < 1:
