@@ -17,6 +17,7 @@ import torch
 
 from visionzoo.data.datasets import (
     FASHION_MNIST_CLASSES,
+    ArraySplit,
     DataError,
     DataWarning,
     EpochSampler,
@@ -402,7 +403,6 @@ def test_fashion_mnist_is_padded_for_cifar_nets_and_resized_for_imagenet_nets() 
 @pytest.mark.parametrize("policy", ["randaugment", "autoaugment", "trivialaugment"])
 @pytest.mark.parametrize("chans", [1, 3])
 def test_train_transforms_are_seeded_per_sample(policy: str, chans: int) -> None:
-    from visionzoo.data.datasets import ArraySplit
 
     imgs = torch.randint(0, 256, (4, chans, 28, 28), dtype=torch.uint8)
     cfg = _cfg(img_size=32, in_chans=chans, mean=[0.5] * chans, std=[0.5] * chans,
@@ -512,3 +512,99 @@ def test_override_values_parse_and_validate(tmp_path: Path) -> None:
     bad.write_text("epochs: 3\nwarmup: 5\n")
     with pytest.raises(RecipeError, match="warmup"):
         load_recipe(str(bad))
+
+
+# ---------------------------------------------------------------------------------------------
+# the tensor pipeline (in-memory datasets augmented as whole batches)
+# ---------------------------------------------------------------------------------------------
+
+
+def _tensor_cfg(**kw: object) -> dict:
+    return _cfg(**{"img_size": 28, "in_chans": 1, "mean": [0.0], "std": [1.0], "seed": 5,
+                   "crop_padding": 2, "hflip": 0.5, **kw})
+
+
+def _numbered(n: int = 40, size: int = 28) -> ArraySplit:
+    # every pixel distinct within an image, and the image's number in the top-left corner
+    imgs = (torch.arange(size * size).view(1, 1, size, size) % 200 + 50).repeat(n, 1, 1, 1)
+    imgs[:, 0, 0, 0] = torch.arange(n)
+    return ArraySplit(imgs.to(torch.uint8), [i % 4 for i in range(n)])
+
+
+def test_batched_pad_crop_offsets_stay_within_the_padding() -> None:
+    from visionzoo.data.tensor_pipeline import pad_crop
+
+    x = torch.randint(1, 256, (64, 1, 10, 12), dtype=torch.uint8)
+    out = pad_crop(x, 3, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(x, (3, 3, 3, 3))
+    seen = set()
+    for i in range(len(x)):  # each crop is one window of the padded image, offsets in [0, 6]
+        hits = [(oy, ox) for oy in range(7) for ox in range(7)
+                if torch.equal(padded[i, :, oy:oy + 10, ox:ox + 12], out[i])]
+        assert len(hits) == 1
+        seen.add(hits[0])
+    assert len(seen) > 10  # offsets vary per image
+    assert torch.equal(pad_crop(x, 0, torch.Generator()), x)
+
+
+def test_batched_flip_mirrors_exactly_the_drawn_images() -> None:
+    from visionzoo.data.tensor_pipeline import random_hflip
+
+    x = torch.randint(0, 256, (200, 2, 5, 7), dtype=torch.uint8)
+    out = random_hflip(x, 0.5, torch.Generator().manual_seed(1))
+    flipped = [torch.equal(out[i], x[i].flip(-1)) for i in range(len(x))]
+    kept = [torch.equal(out[i], x[i]) for i in range(len(x))]
+    assert all(f != k for f, k in zip(flipped, kept, strict=True))
+    assert 60 < sum(flipped) < 140
+    assert torch.equal(random_hflip(x, 0.0, torch.Generator()), x)
+
+
+def test_tensor_batches_are_seeded_resumable_and_sharded() -> None:
+    from visionzoo.data.tensor_pipeline import TensorBatches
+
+    split, bs = _numbered(40), 8
+    sampler = EpochSampler(40, seed=5)
+    batches = TensorBatches(split, _tensor_cfg(), bs, sampler=sampler)
+    sampler.set_epoch(1)
+    full = list(batches)
+    assert len(full) == len(batches) == 5
+    again = list(batches)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+               for a, b in zip(full, again, strict=True))  # deterministic by seed
+    x, y, skipped = full[0]
+    assert x.shape == (8, 1, 28, 28) and x.dtype == torch.float32 and skipped == []
+    order = sampler.indices()
+    assert y.tolist() == [split.labels[i] for i in order[:8]]  # the sampler's permutation
+    sampler.set_epoch(1, skip=3 * bs)  # resume after three steps: the same last two batches
+    tail = list(batches)
+    assert len(tail) == 2
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(full[3:], tail, strict=True))
+    sampler.set_epoch(2)
+    assert not torch.equal(list(batches)[0][0], full[0][0])  # new order and draws each epoch
+    # two ranks: each its EpochSampler shard, batch of per-rank size
+    ranks = [EpochSampler(40, seed=5, rank=r, world=2) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(1)
+    shards = [TensorBatches(split, _tensor_cfg(), 4, sampler=s, rank=r, world=2)
+              for r, s in enumerate(ranks)]
+    ys = [torch.cat([b[1] for b in sh]) for sh in shards]
+    assert sorted(torch.cat(ys).tolist()) == sorted(torch.cat([b[1] for b in full]).tolist())
+
+
+def test_tensor_batches_evaluate_in_order_padded_and_normalized() -> None:
+    from visionzoo.data.tensor_pipeline import TensorBatches, tensor_problem
+
+    split = _numbered(10)
+    cfg = _tensor_cfg(img_size=32, mean=[0.5], std=[0.25], in_chans=3)
+    ev = TensorBatches(split, cfg, 4)
+    out = list(ev)
+    assert [len(b[1]) for b in out] == [4, 4, 2]  # the last batch kept
+    x = torch.cat([b[0] for b in out])
+    ref = eval_transform(cfg, 28, 1)
+    assert torch.allclose(x, torch.stack([ref(split.images[i]) for i in range(10)]), atol=1e-6)
+    assert torch.cat([b[1] for b in TensorBatches(split, cfg, 4, rank=1, world=2)]).tolist() \
+        == split.labels[1::2]
+    assert tensor_problem(_tensor_cfg(), split, 28) is None
+    assert "auto_augment" in tensor_problem(_tensor_cfg(auto_augment="randaugment"), split, 28)
+    assert "resize" in tensor_problem(_tensor_cfg(img_size=224), split, 28)

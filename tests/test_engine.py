@@ -199,3 +199,25 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
     assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
     assert not (out / "model.safetensors").exists()
 
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation with flip test-time augmentation
+# ---------------------------------------------------------------------------------------------
+
+
+def test_flip_tta_averages_the_logits_of_the_image_and_its_mirror() -> None:
+    from visionzoo.engine import evaluate_loader
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(2 * 3 * 4, 3))
+    x, y = torch.randn(6, 2, 3, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    loader = [(x, y, [])]
+    with torch.no_grad():
+        mean = (net(x) + net(x.flip(-1))) / 2
+    ref = torch.nn.functional.cross_entropy(mean, y).item()
+    res = evaluate_loader(net, loader, num_classes=3, hflip_tta=True)
+    assert res["loss"] == pytest.approx(ref, rel=1e-5)
+    assert res["top1"] == pytest.approx((mean.argmax(1) == y).double().mean().item())
+    plain = evaluate_loader(net, loader, num_classes=3)
+    assert plain["loss"] != pytest.approx(ref, rel=1e-5)

@@ -78,14 +78,13 @@ def test_export_set_covers_every_family():
 def test_strict_export_with_a_dynamic_batch(name):
     model, x = _model_and_input(name)
     with torch.no_grad():
-        ref = model(x)
         batch = torch.export.Dim("batch", min=1, max=64)
         program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},), strict=True)
         exported = program.module()
-        torch.testing.assert_close(exported(x), ref, rtol=1e-4, atol=1e-5)
-        three = torch.cat([x, x[:1]])  # a batch size it was not traced with
-        torch.testing.assert_close(exported(three)[:2], ref, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(exported(x[:1]), ref[:1], rtol=1e-4, atol=1e-5)
+        # each batch size against eager at that batch size: the CPU kernels pick their blocking
+        # by batch, so eager itself differs across batch sizes by ~1e-4 relative (DenseNet)
+        for xb in (x, torch.cat([x, x[:1]]), x[:1]):  # traced with 2; 3 and 1 are new
+            torch.testing.assert_close(exported(xb), model(xb), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "swin_t"])

@@ -248,3 +248,59 @@ def test_fine_tune_a_ported_model_and_resume_the_run_by_name(tmp_path: Path) -> 
     again = vz.train(None, out=tmp_path / "run", resume=True, epochs=2, workers=0)
     assert again.epochs == 2 and again.history[0] == first.history[0]
     assert again.model.model_config == model.model_config == {"num_classes": 10, "in_chans": 3}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_tensor_pipeline_resumes_mid_epoch_to_the_same_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import visionzoo.engine as engine
+
+    kw = {**FAST, "epochs": 2, "pipeline": "tensor", "crop_padding": 2, "ema": True,
+          "tta_hflip": True, "batch_size": 8}  # 6 steps per epoch
+    data = _memory_data(48, 16)
+    ref = vz.train("resnet20", data, out=tmp_path / "ref", **kw)
+    assert (tmp_path / "ref" / "config.yaml").read_text().count("pipeline: tensor") == 1
+    step = engine._train_step
+    calls = []
+
+    def interrupt_at_step_9(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 9:  # epoch 2, step 3: Ctrl-C during the step
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_train_step", interrupt_at_step_9)
+    cut = tmp_path / "cut"
+    with pytest.raises(TrainingInterrupted):
+        vz.train("resnet20", data, out=cut, **kw)
+    state = read_header(cut / "last.safetensors")["extra"]["train_state"]
+    assert (state["epoch"], state["step"]) == (1, 3)
+    monkeypatch.setattr(engine, "_train_step", step)
+    again = vz.train("resnet20", data, out=cut, resume=True, **kw)
+    a, b = load_file(ref.model_path), load_file(cut / "model.safetensors")
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert again.final_top1 == ref.final_top1
+
+
+def test_tensor_pipeline_is_refused_where_it_cannot_run(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="auto_augment"):
+        vz.train("resnet20", _memory_data(), out=tmp_path / "a", pipeline="tensor",
+                 auto_augment="randaugment", **FAST)
+
+
+def test_fmnist_fast_recipe_trains_on_real_fashion_mnist(tmp_path: Path) -> None:
+    from visionzoo.data.datasets import open_dataset
+
+    src = open_dataset("fashion-mnist")
+    train, test = src.split("train"), src.split("test")
+    small = DataSource(name="fashion-mnist-small", root="", layout="memory",
+                       classes=src.classes, eval_split="test", channels=1, native_size=28,
+                       stats=src.stats,
+                       splits={"train": ArraySplit(train.images[:384], train.labels[:384]),
+                               "test": ArraySplit(test.images[:200], test.labels[:200])})
+    result = vz.train("resnet20", small, recipe="fmnist_fast", out=tmp_path / "run", epochs=2,
+                      batch_size=32, lr=0.05, progress="off")  # 24 steps
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert cfg["pipeline"] == "tensor" and cfg["amp"] == "bf16" and cfg["tta_hflip"]
+    assert result.epochs == 2 and result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.final_top1 > 0.2  # learning (10 classes, chance 0.1)

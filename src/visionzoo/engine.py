@@ -129,9 +129,11 @@ def make_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler | None:
 def evaluate_loader(model: nn.Module, loader: Any, *, num_classes: int,
                     device: torch.device | str = "cpu", amp: str = "none",
                     channels_last: bool = False, info: DistInfo | None = None,
-                    progress: Progress | None = None) -> dict[str, Any]:
+                    progress: Progress | None = None, hflip_tta: bool = False
+                    ) -> dict[str, Any]:
     """Top-1, top-5, mean cross-entropy and the confusion matrix (rows: true class) of ``model``
-    on ``loader``, summed over ranks. Undecodable images are counted in ``skipped``."""
+    on ``loader``, summed over ranks. Undecodable images are counted in ``skipped``.
+    ``hflip_tta``: the logits are the mean of the image's and its mirror's."""
     info = info or DistInfo()
     device = torch.device(device)
     was_training = model.training
@@ -149,8 +151,9 @@ def evaluate_loader(model: nn.Module, loader: Any, *, num_classes: int,
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
             with autocast(device, amp):
-                logits = model(x)
-            logits = logits.float()
+                logits = model(x).float()
+                if hflip_tta:
+                    logits = (logits + model(x.flip(-1)).float()) / 2
             topk = logits.topk(k, dim=1).indices
             sums += torch.tensor([F.cross_entropy(logits, y, reduction="sum").item(),
                                   (topk[:, 0] == y).sum().item(),
@@ -654,14 +657,9 @@ def _auto_workers(world: int) -> int:
 
 
 def _build_loaders(run: _Run) -> None:
-    from visionzoo.data.presets import eval_transform, train_transform
-
     cfg, source, info = run.cfg, run.source, run.info
     train_split = source.split(source.train_split)
     eval_split = source.split(source.eval_split)
-    native = source.native_size
-    train_ds = TransformedSplit(train_split, train_transform(cfg, native, source.channels))
-    eval_ds = TransformedSplit(eval_split, eval_transform(cfg, native, source.channels))
     run.sampler = EpochSampler(len(train_split), seed=cfg["seed"], rank=info.rank,
                                world=info.world)
     steps = run.sampler.per_rank // run.per_rank
@@ -671,12 +669,37 @@ def _build_loaders(run: _Run) -> None:
         raise RecipeError(f"the training split ({len(train_split)} images) is smaller than one "
                           f"batch of {cfg['batch_size']}")
     run.steps = steps
+    if _use_tensor_pipeline(cfg, train_split, source.native_size):
+        from visionzoo.data.tensor_pipeline import TensorBatches
+
+        run.train_loader = TensorBatches(train_split, cfg, run.per_rank, sampler=run.sampler,
+                                         rank=info.rank, world=info.world)
+        run.eval_loader = TensorBatches(eval_split, cfg, cfg["eval_batch_size"], rank=info.rank,
+                                        world=info.world)
+        return
+    from visionzoo.data.presets import eval_transform, train_transform
+
+    native = source.native_size
+    train_ds = TransformedSplit(train_split, train_transform(cfg, native, source.channels))
+    eval_ds = TransformedSplit(eval_split, eval_transform(cfg, native, source.channels))
     pin = info.device.type == "cuda"
     run.train_loader = make_loader(train_ds, run.sampler, run.per_rank, drop_last=True,
                                    workers=cfg["workers"], pin_memory=pin)
     run.eval_loader = make_loader(eval_ds, ShardSampler(len(eval_split), info.rank, info.world),
                                   cfg["eval_batch_size"], drop_last=False,
                                   workers=cfg["workers"], pin_memory=pin)
+
+
+def _use_tensor_pipeline(cfg: dict[str, Any], split: Any, native_size: int | None) -> bool:
+    """``pipeline: tensor`` (an error where it cannot run), ``auto`` (where it can)."""
+    from visionzoo.data.tensor_pipeline import tensor_problem
+
+    if cfg["pipeline"] == "loader":
+        return False
+    problem = tensor_problem(cfg, split, native_size)
+    if problem and cfg["pipeline"] == "tensor":
+        raise RecipeError(f"pipeline: tensor cannot run {problem}; use pipeline: loader")
+    return problem is None
 
 
 def _build_optimization(run: _Run) -> None:
@@ -757,8 +780,16 @@ def _start_outputs(run: _Run, user_callbacks: Any) -> None:
             f"{n_eval:,} {source.eval_split} images, {len(run.classes)} classes; recipe "
             f"{run.recipe}, {cfg['epochs']} epochs x {run.steps} steps, batch "
             f"{cfg['batch_size']} ({info.world} x {run.per_rank}), {cfg['opt']} lr "
-            f"{cfg['lr'] * lr_scale(cfg):g}, amp {cfg['amp']}, {cfg['workers']} loader workers, "
+            f"{cfg['lr'] * lr_scale(cfg):g}, amp {cfg['amp']}, {_pipeline_text(run)}, "
             f"device {info.device}; run dir {run.run_dir}")
+
+
+def _pipeline_text(run: _Run) -> str:
+    from visionzoo.data.tensor_pipeline import TensorBatches
+
+    if isinstance(run.train_loader, TensorBatches):
+        return "tensor input pipeline"
+    return f"{run.cfg['workers']} loader workers"
 
 
 def _write_yaml(path: Path, data: Mapping[str, Any]) -> None:
@@ -840,7 +871,8 @@ def _evaluate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     """The epoch's row of the history: training totals and the evaluation split's numbers."""
     cfg, totals, steps = run.cfg, run.totals, run.steps
     kw = {"num_classes": len(run.classes), "device": run.info.device, "amp": cfg["amp"],
-          "channels_last": cfg["channels_last"], "info": run.info}
+          "channels_last": cfg["channels_last"], "info": run.info,
+          "hflip_tta": cfg["tta_hflip"]}
     val = evaluate_loader(run.model, run.eval_loader, **kw)
     ema_val = evaluate_loader(run.ema.module, run.eval_loader, **kw) if run.ema else None
     n_img = max(totals.images, 1)
@@ -998,7 +1030,7 @@ def evaluate(model: nn.Module | str | Path, data: str | DataSource, *,
     bar = Progress(len(loader), f"eval {source.name} {split_name}", progress)
     res = evaluate_loader(net, loader, num_classes=num_classes, device=dev,
                           amp=amp or cfg["amp"], channels_last=bool(cfg.get("channels_last")),
-                          progress=bar)
+                          progress=bar, hflip_tta=bool(cfg.get("tta_hflip")))
     cm = res["confusion"]
     per_class = (cm.diag().double() / cm.sum(1).clamp_min(1)).tolist()
     result = {"model": getattr(net, "model_name", model_name), "checkpoint": label,

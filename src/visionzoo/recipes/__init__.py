@@ -114,6 +114,12 @@ RECIPE_KEYS: dict[str, RecipeKey] = {k.name: k for k in [
     _k("cutmix_alpha", 0.0, "float", "CutMix Beta(a, a) (0: off)", group="data"),
     _k("mix_prob", 1.0, "float", "probability a batch is mixed", group="data"),
     _k("mix_switch_prob", 0.5, "float", "probability of CutMix when both are on", group="data"),
+    _k("pipeline", "loader", "str", "input pipeline: loader (per-image transforms in loader "
+       "workers), tensor (in-memory datasets batched and augmented as whole tensors in the main "
+       "process; pad-and-crop, flip), auto (tensor where it can)",
+       choices=("loader", "tensor", "auto"), group="data"),
+    _k("tta_hflip", False, "bool", "evaluation averages the logits of each image and its mirror",
+       group="data"),
     _k("workers", "auto", "int", "loader worker processes per rank", auto=True, group="data"),
     _k("eval_batch_size", "auto", "int", "evaluation batch per rank (auto: 2x training's)",
        auto=True, group="data"),
