@@ -215,8 +215,8 @@ def _markdown(res: dict[str, Any], argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="resnet18")
-    p.add_argument("--model-args", default='{"stem": "cifar", "widths": [32, 64, 128, 256]}',
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--model-args", default="",
                    help="create_model arguments as JSON (model_args of the recipe)")
     p.add_argument("--recipe", default="fmnist_fast")
     p.add_argument("--epochs", type=int, help="default: the recipe's")

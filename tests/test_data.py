@@ -607,4 +607,45 @@ def test_tensor_batches_evaluate_in_order_padded_and_normalized() -> None:
         == split.labels[1::2]
     assert tensor_problem(_tensor_cfg(), split, 28) is None
     assert "auto_augment" in tensor_problem(_tensor_cfg(auto_augment="randaugment"), split, 28)
+    assert tensor_problem(_tensor_cfg(random_erasing=0.25), split, 28) is None
     assert "resize" in tensor_problem(_tensor_cfg(img_size=224), split, 28)
+
+
+def test_batched_random_erasing_draws_as_torchvision_does() -> None:
+    from torchvision.transforms import v2
+
+    from visionzoo.data.tensor_pipeline import random_erase
+
+    x = torch.ones(3000, 2, 28, 20)
+    out = random_erase(x, 0.5, torch.Generator().manual_seed(0))
+    zero = out == 0
+    assert torch.equal(zero[:, 0], zero[:, 1])  # one rectangle through every channel
+    erased = zero.flatten(1).any(1)
+    assert 0.45 < erased.double().mean() < 0.55
+    for i in erased.nonzero()[:200, 0].tolist():  # each erased region is one rectangle
+        rows, cols = zero[i, 0].any(1).nonzero()[:, 0], zero[i, 0].any(0).nonzero()[:, 0]
+        eh, ew = len(rows), len(cols)
+        assert int(zero[i, 0].sum()) == eh * ew and eh < 28 and ew < 20
+        assert rows[-1] - rows[0] + 1 == eh and cols[-1] - cols[0] + 1 == ew
+        assert 0.3 / 1.5 < eh / ew < 3.3 * 1.5  # the ratio range, up to rounding
+    # the erased-area distribution matches torchvision's RandomErasing (means within 5 %)
+    torch.manual_seed(0)
+    ref = v2.RandomErasing(p=1.0, value=0)
+    ref_frac = torch.stack([(ref(x[i]) == 0).double().mean() for i in range(1500)])
+    ours = zero[erased].double().flatten(1).mean(1)
+    assert abs(ours.mean() - ref_frac.mean()) < 0.05 * ref_frac.mean()
+    assert torch.equal(random_erase(x, 0.0, torch.Generator()), x)
+
+
+def test_tensor_batches_erase_only_in_training() -> None:
+    from visionzoo.data.tensor_pipeline import TensorBatches
+
+    split = _numbered(64)
+    cfg = _tensor_cfg(random_erasing=1.0, crop_padding=0, hflip=0.0)
+    sampler = EpochSampler(64, seed=5)
+    sampler.set_epoch(1)
+    x = torch.cat([b[0] for b in TensorBatches(split, cfg, 16, sampler=sampler)])
+    # the images' only 0 is image 0's corner pixel (its number): erased ones have a rectangle
+    assert ((x.flatten(1) == 0).sum(1) > 1).double().mean() > 0.9
+    ev = torch.cat([b[0] for b in TensorBatches(split, cfg, 16)])
+    assert int((ev == 0).sum()) == 1

@@ -10,7 +10,10 @@ the main process with a few batched tensor operations, so every core works on th
   per-image offset in ``[0, 2 * crop_padding]`` on each axis, cropped with a single gather
   (the same distribution as ``RandomCrop(size, padding)``);
 * ``hflip``: each image flipped with probability ``hflip`` (``torch.where`` on a per-image mask);
-* the gray channel replicated to ``in_chans``, then float, scale to [0, 1], normalize.
+* the gray channel replicated to ``in_chans``, then float, scale to [0, 1], normalize;
+* ``random_erasing``: with that probability a rectangle of each image set to 0 (the mean, after
+  normalizing), drawn as torchvision's ``RandomErasing(value=0)`` draws it (area 2-33 % of the
+  image, log-uniform aspect ratio 0.3-3.3, the first of 10 draws that fits, none if none does).
 
 Order and randomness: the epoch's permutation is ``EpochSampler``'s (the same order, the same
 per-rank shard and padding under torchrun, the same ``skip`` on resume); a batch's augmentation
@@ -19,12 +22,13 @@ resumed run sees the same batches as one never interrupted. The draws differ fro
 loader's (``pipeline: loader``); both are functions of the seed.
 
 Not supported here (the loader pipeline does them): resizing small images (``fit: resize``),
-RandomResizedCrop / scale jitter, auto-augment policies and random erasing; ``tensor_problem``
-names the first such setting of a recipe.
+RandomResizedCrop / scale jitter and auto-augment policies; ``tensor_problem`` names the first
+such setting of a recipe.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -33,7 +37,7 @@ import torch.nn.functional as F
 
 from visionzoo.data.datasets import ArraySplit, EpochSampler, Split, mix_seed
 
-__all__ = ["TensorBatches", "pad_crop", "random_hflip", "tensor_problem"]
+__all__ = ["TensorBatches", "pad_crop", "random_erase", "random_hflip", "tensor_problem"]
 
 
 def tensor_problem(cfg: Mapping[str, Any], split: Split, native_size: int | None) -> str | None:
@@ -52,8 +56,6 @@ def tensor_problem(cfg: Mapping[str, Any], split: Split, native_size: int | None
         return f"train_crop: {crop}"
     if cfg["auto_augment"]:
         return f"auto_augment: {cfg['auto_augment']}"
-    if float(cfg["random_erasing"]) > 0:
-        return "random_erasing"
     return None
 
 
@@ -79,6 +81,35 @@ def random_hflip(x: torch.Tensor, p: float, generator: torch.Generator) -> torch
         return x
     flip = torch.rand(x.shape[0], generator=generator) < p
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def random_erase(x: torch.Tensor, p: float, generator: torch.Generator,
+                 scale: tuple[float, float] = (0.02, 0.33),
+                 ratio: tuple[float, float] = (0.3, 3.3), attempts: int = 10) -> torch.Tensor:
+    """Random erasing (Zhong et al., 2017) of a batch (B, C, H, W), as torchvision's
+    ``RandomErasing(p, scale, ratio, value=0)`` per image: with probability ``p``, up to
+    ``attempts`` draws of an area fraction in ``scale`` and a log-uniform aspect ratio in
+    ``ratio``; the first rectangle that fits inside the image (height < H, width < W) is set to
+    0 at a uniform position; an image none of whose draws fits is kept."""
+    if p <= 0:
+        return x
+    b, _, h, w = x.shape
+    erase = torch.rand(b, generator=generator) < p
+    area = h * w * torch.empty(b, attempts).uniform_(*scale, generator=generator)
+    aspect = torch.empty(b, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1]),
+                                               generator=generator).exp()
+    eh = (area * aspect).sqrt().round().long()
+    ew = (area / aspect).sqrt().round().long()
+    fits = (eh < h) & (ew < w)
+    first = fits.long().argmax(1, keepdim=True)  # the first draw that fits
+    eh, ew = eh.gather(1, first)[:, 0], ew.gather(1, first)[:, 0]
+    erase &= fits.any(1)
+    top = (torch.rand(b, generator=generator) * (h - eh + 1)).long()  # uniform in [0, h - eh]
+    left = (torch.rand(b, generator=generator) * (w - ew + 1)).long()
+    rows, cols = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
+    inside = ((rows >= top[:, None, None]) & (rows < (top + eh)[:, None, None])
+              & (cols >= left[:, None, None]) & (cols < (left + ew)[:, None, None]))
+    return x.masked_fill((inside & erase[:, None, None])[:, None], 0.0)
 
 
 def _pad_to(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -111,6 +142,7 @@ class TensorBatches:
         crop = cfg["train_crop"]
         self.padding = int(cfg["crop_padding"]) if crop in ("auto", "pad_crop") else 0
         self.hflip = float(cfg["hflip"])
+        self.erase = float(cfg["random_erasing"])
         self.in_chans = int(cfg["in_chans"])
         self.seed = int(cfg["seed"])
         self.mean = torch.tensor([float(v) for v in cfg["mean"]]).view(1, -1, 1, 1)
@@ -142,6 +174,7 @@ class TensorBatches:
         """The normalized float batch of images ``idx`` (augmented when training; ``number``,
         the batch's position in the epoch, seeds its draws)."""
         x = _pad_to(self.images[idx], self.size) if self.pad else self.images[idx]
+        g = None
         if self.training:
             assert self.sampler is not None
             g = torch.Generator().manual_seed(
@@ -149,4 +182,5 @@ class TensorBatches:
             x = random_hflip(pad_crop(x, self.padding, g), self.hflip, g)
         if x.shape[1] != self.in_chans:
             x = x.expand(-1, self.in_chans, -1, -1)  # gray replicated (1 -> 3 channels)
-        return (x.float().div_(255) - self.mean) / self.std
+        x = (x.float().div_(255) - self.mean) / self.std
+        return random_erase(x, self.erase, g) if g is not None else x
