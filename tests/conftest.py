@@ -40,3 +40,55 @@ def run_cli(*args: str, ok: bool = True, timeout: int = 300) -> subprocess.Compl
     if ok:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+
+# --- where an xdist worker died --------------------------------------------------------------
+# A worker killed from outside (a signal, the kernel's OOM killer) leaves no traceback. Each worker
+# appends the test it starts, its RSS and the machine's available memory to a file; when a worker
+# crashed, the controller prints the tail of every worker's file and of the kernel log.
+
+def _mem_line() -> str:
+    try:
+        rss = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmRSS"))
+        avail = next(int(x.split()[1]) for x in open("/proc/meminfo")
+                     if x.startswith("MemAvailable"))
+        return f"rss {rss // 1024} MiB, available {avail // 1024} MiB"
+    except (OSError, StopIteration):
+        return "memory unknown"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and "VZ_TESTLOG_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["VZ_TESTLOG_DIR"] = tempfile.mkdtemp(prefix="vz-testlog-")
+
+
+def pytest_runtest_logstart(nodeid: str, location: object) -> None:
+    worker, folder = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("VZ_TESTLOG_DIR")
+    if worker and folder:
+        import time
+
+        with open(os.path.join(folder, f"{worker}.log"), "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} {nodeid} ({_mem_line()})\n")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    folder = os.environ.get("VZ_TESTLOG_DIR")
+    crashed = any("crashed while running" in str(getattr(r, "longrepr", ""))
+                  for r in terminalreporter.stats.get("failed", []))
+    if hasattr(config, "workerinput") or not folder or not crashed:
+        return
+    tr = terminalreporter
+    tr.section("where the crashed worker was (tests/conftest.py)")
+    for name in sorted(os.listdir(folder)):
+        lines = open(os.path.join(folder, name)).read().splitlines()
+        tr.write_line(f"{name}: last {min(len(lines), 6)} of {len(lines)} tests started")
+        for line in lines[-6:]:
+            tr.write_line("  " + line)
+    tr.write_line(f"now: {_mem_line()}")
+    try:
+        kernel = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10).stdout
+        tr.write_line("kernel log, last lines:\n" + "\n".join(kernel.splitlines()[-8:]))
+    except (OSError, subprocess.SubprocessError) as e:
+        tr.write_line(f"kernel log not readable: {e}")

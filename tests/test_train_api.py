@@ -100,24 +100,12 @@ def _interrupt_after_first_epoch(metrics: dict) -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
 
+# Late in the full suite (~1,200 tests into an xdist worker) this test's worker died twice on CI
+# with no Python traceback, also when the test ran in a subprocess; alone it passes everywhere.
+# `make test` runs the tests marked serial after the xdist run, in one plain pytest process.
+@pytest.mark.serial
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_fp16_keeps_the_scaler_in_the_checkpoint_and_resumes_exactly(tmp_path: Path) -> None:
-    # Run in a fresh interpreter: late in the full suite (after ~1,200 tests in the same xdist
-    # worker) this test's worker died without a Python traceback, on CI and once here; alone, or
-    # after any single test file in one process, it passes. A fresh process keeps the check
-    # meaningful and shows a crash (faulthandler) instead of losing the worker.
-    if os.environ.get("VZ_FP16_IN_PROCESS") != "1":
-        import subprocess
-
-        proc = subprocess.run(
-            [sys.executable, "-X", "faulthandler", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-             "-p", "no:xdist", f"{__file__}::test_fp16_keeps_the_scaler_in_the_checkpoint_and_"
-             "resumes_exactly", "--basetemp", str(tmp_path / "inner")],
-            env={**os.environ, "VZ_FP16_IN_PROCESS": "1"}, capture_output=True, text=True,
-            timeout=600, cwd=Path(__file__).parents[1])
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-        assert "1 passed" in proc.stdout
-        return
     # float16 convolution backward is slow on CPUs (no fast kernels): 8x8 images, 2 steps/epoch
     kw = {**FAST, "epochs": 2, "amp": "fp16", "lr": 0.05, "img_size": 8, "batch_size": 8}
     data = _memory_data(16, 8, size=8)
