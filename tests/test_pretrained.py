@@ -44,10 +44,12 @@ def test_download_file_url_with_hash_check(tmp_path):
 
 def test_pretrained_true_uses_cache_and_published_url(tmp_path, monkeypatch):
     ref, src = _published_file(tmp_path)
-    spec = ports.get_port("torchvision", "resnet18")
-    monkeypatch.setattr(ports, "_PORTS", {**ports._PORTS, ("torchvision", "resnet18"):
-                                          ports.PortSpec(**{**spec.__dict__,
-                                                            "url": src.as_uri()})})
+    from visionzoo import pretrained
+
+    table = {k: dict(v) for k, v in pretrained._table().items()}
+    table["resnet18"]["tags"] = [{**t, "location": src.as_uri()} if t["tag"] == "tv_in1k" else t
+                                 for t in table["resnet18"]["tags"]]
+    monkeypatch.setattr(pretrained, "_table", lambda: table)  # the default tag, served locally
     monkeypatch.setenv("VISIONZOO_CACHE", str(tmp_path / "cache"))
     m = vz.create_model("resnet18", pretrained=True)
     assert max_logit_diff(m, ref, torch.randn(1, 3, 64, 64)) <= 1e-4

@@ -398,8 +398,8 @@ def _candidates(name: str, x: torch.Tensor, compare: bool, optimize: bool, compi
     ``group`` ties each reference to the instance of ours in its layout (the same network with
     the same weights): ratios are only taken within a group.
     """
+    from visionzoo.factory import create_model
     from visionzoo.ports import PortError, get_port, port
-    from visionzoo.registry import create_model
 
     info = model_info(name)
     refs: list[_Candidate] = []
@@ -609,7 +609,7 @@ def _engine_candidates(cands: list[_Candidate], x: torch.Tensor, threads: int, b
 
 def _rebuild(spec: dict[str, Any], device: torch.device) -> nn.Module:
     """A candidate from its spec (memory subprocess): same architecture, fresh weights."""
-    from visionzoo.registry import create_model
+    from visionzoo.factory import create_model
 
     if spec["impl"].startswith(OURS):
         model = create_model(spec["name"], **spec.get("overrides", {})).eval().to(device)

@@ -3,8 +3,9 @@
 No pickle anywhere: a checkpoint can be opened from an untrusted source without running code.
 The header (safetensors metadata key ``visionzoo``) holds the registered name, the constructor
 configuration, the ``pretrained_cfg`` and any extra JSON (class names, training state summary), so
-``load_checkpoint(path)`` rebuilds the exact model, and loading into a model of another
-architecture or layout is refused.
+``visionzoo.load_checkpoint(path)`` (in ``factory.py``, which can build models) rebuilds the exact
+model, and loading into a model of another architecture or layout is refused. This module is the
+file format only and imports nothing of visionzoo.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["CheckpointError", "load_checkpoint", "read_header", "save_checkpoint"]
+__all__ = ["CheckpointError", "read_header", "read_tensors", "save_checkpoint"]
 
 FORMAT_VERSION = 1
 HEADER_KEY = "visionzoo"
@@ -28,7 +29,7 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, truncated, or for another model."""
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     return value
@@ -49,8 +50,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, extra: dict[str, Any] | 
     header = {
         "format": FORMAT_VERSION,
         "model": name,
-        "config": {k: _jsonable(v) for k, v in getattr(model, "model_config", {}).items()},
-        "pretrained_cfg": {k: _jsonable(v) for k, v in
+        "config": {k: jsonable(v) for k, v in getattr(model, "model_config", {}).items()},
+        "pretrained_cfg": {k: jsonable(v) for k, v in
                            getattr(model, "pretrained_cfg", {}).items()},
         "extra": extra or {},
     }
@@ -89,7 +90,7 @@ def read_header(path: str | Path) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     try:
@@ -97,49 +98,3 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"{path} is truncated or corrupt "
                               f"({str(e).splitlines()[0][:160]})") from None
-
-
-def load_checkpoint(path: str | Path, model: nn.Module | None = None,
-                    return_extra: bool = False) -> Any:
-    """Rebuild the model a checkpoint was saved from (or load into ``model`` after checking that
-    it is the same architecture and configuration). ``return_extra`` also returns
-    ``(header, extra_tensors)``."""
-    from visionzoo.ports import PortError, load_strict
-    from visionzoo.registry import create_model
-
-    path = Path(path)
-    header = read_header(path)
-    if header is None:
-        raise CheckpointError(f"{path} has no visionzoo header: it is a plain weights file; use "
-                              f"visionzoo.port() or create_model(..., pretrained=PATH)")
-    if header.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unsupported checkpoint format {header.get('format')!r}")
-    state = _read_tensors(path)
-    name, config = header["model"], header.get("config", {})
-    if model is None:
-        model = create_model(name, **config)
-    else:
-        own_name = getattr(model, "model_name", type(model).__name__)
-        own_cfg = {k: _jsonable(v) for k, v in getattr(model, "model_config", {}).items()}
-        if own_name != name:
-            raise CheckpointError(f"{path} holds a {name} checkpoint; it cannot load into "
-                                  f"{own_name}")
-        diff = {k for k in set(config) | set(own_cfg) if config.get(k) != own_cfg.get(k)}
-        if diff:
-            pairs = ", ".join(f"{k}: checkpoint {config.get(k)!r} vs model {own_cfg.get(k)!r}"
-                              for k in sorted(diff))
-            raise CheckpointError(f"{path} was saved from {name} with another configuration "
-                                  f"({pairs})")
-    own_keys = set(model.state_dict())
-    weights = {k: v for k, v in state.items() if k in own_keys}
-    extra_tensors = {k: v for k, v in state.items() if k not in own_keys}
-    try:
-        load_strict(model, weights, f"checkpoint {path}")
-    except PortError as e:
-        raise CheckpointError(str(e)) from None
-    if header.get("pretrained_cfg"):
-        model.pretrained_cfg = {k: tuple(v) if isinstance(v, list) else v
-                                for k, v in header["pretrained_cfg"].items()}
-    if return_extra:
-        return model, header, extra_tensors
-    return model

@@ -56,7 +56,38 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _list_pretrained(patterns: list[str]) -> int:
+    from visionzoo.pretrained import no_weights_reason, pretrained_tags
+    from visionzoo.registry import list_models
+
+    names = list_models(patterns or "*")
+    if not names:
+        raise UserError(f"no model matches {' '.join(patterns)}")
+    rows, without = [["tag", "default", "top-1", "top-5", "license", "source"]], []
+    for name in names:
+        tags = pretrained_tags(name)
+        if not tags:
+            without.append(f"{name}: {no_weights_reason(name)}")
+        for t in tags:
+            rows.append([t.name, "*" if t.default else "", _pct(t.top1), _pct(t.top5),
+                         t.license[:16], t.source])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+    print(f"{len(rows) - 1} tags for {len(names) - len(without)} of {len(names)} models "
+          f"(* = the default of pretrained=True; top-1/top-5 as the source publishes them)")
+    for line in without:
+        print(f"  no weights: {line}")
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.pretrained:
+        return _list_pretrained(args.patterns)
     from visionzoo.profile import human, profile
     from visionzoo.registry import list_models, model_info
 
@@ -98,7 +129,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if overrides:  # create_model's argument checks (profile builds from the raw builder)
         import torch
 
-        from visionzoo.registry import create_model
+        from visionzoo.factory import create_model
 
         with torch.device("meta"):  # nothing allocated or computed
             create_model(args.model, **overrides)
@@ -144,6 +175,9 @@ COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None],
 def _add_list(p: argparse.ArgumentParser) -> None:
     p.add_argument("patterns", nargs="*", metavar="PATTERN",
                    help="fnmatch patterns, e.g. 'resnet*'")
+    p.add_argument("--pretrained", action="store_true",
+                   help="list the pretrained tags (model.tag, source, published top-1/top-5, "
+                        "licence) instead, and why the other models have none")
 
 
 def _add_info(p: argparse.ArgumentParser) -> None:
@@ -189,6 +223,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.weights and not args.model:
         raise UserError("--weights needs --model (the registered name the weights are for)")
+    if args.pretrained is not None and not args.model:
+        raise UserError("--pretrained needs --model (the registered name the weights are for)")
     for flag in ("topk", "batch_size", "threads"):
         _at_least(getattr(args, flag), 1, "--" + flag.replace("_", "-"))
     if args.deployed:
@@ -202,7 +238,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise UserError(f"{args.deployed} holds {model.name}, not {args.model}")
         names = class_names_for(model.num_classes) if model.num_classes else None
     else:
-        model, names = load_classifier(args.model, args.weights, args.checkpoint)
+        if args.pretrained is not None:
+            model, names = _pretrained_classifier(args.model, args.pretrained)
+        else:
+            model, names = load_classifier(args.model, args.weights, args.checkpoint)
         if args.runtime:
             from visionzoo.deploy import deploy
 
@@ -224,6 +263,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+
+
+def _pretrained_value(text: str) -> bool | str | Path:
+    """``--pretrained``'s value: true/false (any case, yes/no/on/off/1/0), an existing file's
+    path, or else a pretrained tag (given to ``create_model`` as a string)."""
+    word = text.strip().lower()
+    if word in ("true", "yes", "on", "1", "default"):
+        return True
+    if word in ("false", "no", "off", "0", "none", "random"):
+        return False
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    if os.sep in text or "/" in text or path.suffix.lower() in _WEIGHT_SUFFIXES:
+        raise UserError(f"--pretrained {text}: no such file")
+    return text
+
+
+def _pretrained_classifier(name: str, pretrained: str) -> tuple[Any, list[str]]:
+    """``create_model(name, pretrained=...)`` in eval mode, and its class names."""
+    from visionzoo import create_model
+    from visionzoo.predict import class_names_for
+
+    value = _pretrained_value(pretrained)
+    if value is False:
+        raise UserError("--pretrained false gives random weights; nothing to predict with")
+    model = create_model(name, pretrained=value)
+    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    if num_classes <= 0:
+        raise UserError(f"{name} has no classifier (num_classes=0); nothing to predict")
+    return model.eval(), class_names_for(num_classes)
+
+
 def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any Pillow format)")
     p.add_argument("--model", help="registered model name (needed with --weights)")
@@ -231,6 +304,9 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", help="torchvision/timm/efficientnet_pytorch weights file")
     g.add_argument("--checkpoint", help="visionzoo checkpoint (.safetensors)")
     g.add_argument("--deployed", metavar="DIR", help="a deployment saved by `visionzoo deploy`")
+    g.add_argument("--pretrained", metavar="TAG|PATH|true",
+                   help="create_model(MODEL, pretrained=...): a pretrained tag, a weights file "
+                        "or checkpoint, or true (the model's default weights)")
     p.add_argument("--runtime", choices=["auto", "onnxruntime", "openvino", "torch"],
                    help="run on an engine (visionzoo.deploy; parity-checked) instead of eager "
                         "PyTorch")
@@ -386,6 +462,92 @@ COMMANDS += [
 
 
 # ---------------------------------------------------------------------------------------------
+# validate (visionzoo.validate does the work)
+# ---------------------------------------------------------------------------------------------
+
+
+def _validate_weights(args: argparse.Namespace) -> bool | str | Path:
+    """What ``create_model(MODEL, pretrained=...)`` gets: --weights PATH, else --pretrained
+    (default true: the model's default weights)."""
+    if args.weights:  # argparse refuses it together with --pretrained
+        path = Path(args.weights).expanduser()
+        if not path.is_file():
+            raise UserError(f"--weights {args.weights}: no such file")
+        return path
+    return True if args.pretrained is None else _pretrained_value(args.pretrained)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from visionzoo import create_model, model_info
+    from visionzoo.validate import (
+        find_samples,
+        format_results,
+        results_path,
+        validate,
+        write_results,
+    )
+
+    if args.model_opt and args.model and not args.data_dir:  # -m MODEL DATA_DIR
+        args.model, args.data_dir = None, args.model
+    name = _model_arg(args)
+    if not name or not args.data_dir:
+        raise UserError("give a model and a folder: visionzoo validate MODEL DATA_DIR (or "
+                        "-m MODEL DATA_DIR)")
+    for flag, low in (("batch_size", 1), ("workers", 0), ("img_size", 1), ("limit", 1)):
+        _at_least(getattr(args, flag), low, "--" + flag.replace("_", "-"))
+    if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
+        raise UserError(f"--crop-pct must be in (0, 1]; got {args.crop_pct}")
+    out = results_path(args.results_file) if args.results_file else None
+    model_info(name)  # unknown names fail here, with suggestions, before anything is read
+    samples = find_samples(args.data_dir, args.labels)  # before weights are loaded
+    pretrained = _validate_weights(args)
+    model = create_model(name, pretrained=pretrained)
+    r = validate(model, samples, batch_size=args.batch_size, workers=args.workers,
+                 img_size=args.img_size, crop_pct=args.crop_pct,
+                 interpolation=args.interpolation, limit=args.limit, pretrained=pretrained,
+                 progress="auto")
+    print(format_results(r))
+    if out is not None:
+        print(f"results: {write_results(r, out)}")
+    return 0
+
+
+def _add_validate(p: argparse.ArgumentParser) -> None:
+    _add_model_arg(p)
+    p.add_argument("data_dir", nargs="?", metavar="DATA_DIR",
+                   help="class folders (WordNet ids n01440764 ... or any names), or a flat "
+                        "folder of images with --labels")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--pretrained", metavar="TAG|PATH|true",
+                   help="create_model(MODEL, pretrained=...): a pretrained tag, a weights file "
+                        "or checkpoint, true (default: the model's default weights) or false")
+    g.add_argument("--weights", metavar="PATH",
+                   help="a torchvision/timm/efficientnet_pytorch weights file or visionzoo "
+                        "checkpoint (the same as --pretrained PATH)")
+    p.add_argument("-b", "--batch-size", type=int, default=64)
+    p.add_argument("-j", "--workers", type=int, default=0,
+                   help="loader worker processes (default 0: decode in this process)")
+    p.add_argument("--img-size", type=int, metavar="N", help="input height = width "
+                   "(default: the weights' pretrained_cfg)")
+    p.add_argument("--crop-pct", type=float, metavar="F",
+                   help="center-crop fraction (default: the weights' pretrained_cfg)")
+    p.add_argument("--interpolation", choices=["bilinear", "bicubic", "nearest"],
+                   help="resize interpolation (default: the weights' pretrained_cfg)")
+    p.add_argument("--labels", metavar="FILE",
+                   help="csv rows filename,label (a class index or WordNet id) for a flat folder")
+    p.add_argument("--results-file", metavar="PATH",
+                   help="write the results to PATH.csv (timm's columns) or PATH.json")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="validate on N images spread evenly over the folder")
+
+
+COMMANDS += [
+    ("validate", "top-1/top-5 of a model and its pretrained weights over an ImageNet-style "
+     "folder", _add_validate, cmd_validate),
+]
+
+
+# ---------------------------------------------------------------------------------------------
 # bench / export
 # ---------------------------------------------------------------------------------------------
 
@@ -425,9 +587,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from visionzoo.checkpoint import load_checkpoint
     from visionzoo.export import EXPORT_SUFFIX, MissingExtraError, export_model
-    from visionzoo.registry import create_model, model_info
+    from visionzoo.factory import create_model, load_checkpoint
+    from visionzoo.registry import model_info
 
     info = model_info(args.model)  # unknown names fail here, with suggestions
     _at_least(args.size, 1, "--size")
@@ -507,11 +669,12 @@ COMMANDS += [
 
 def _model_for(args: argparse.Namespace) -> Any:
     """The model named by MODEL and one of --weights / --checkpoint / --random."""
-    from visionzoo.registry import create_model, model_info
+    from visionzoo.factory import create_model
+    from visionzoo.registry import model_info
 
     model_info(args.model)  # unknown names fail here, with suggestions
     if args.checkpoint:
-        from visionzoo.checkpoint import load_checkpoint
+        from visionzoo.factory import load_checkpoint
 
         model = load_checkpoint(args.checkpoint)
         if getattr(model, "model_name", args.model) != args.model:

@@ -564,7 +564,7 @@ def _build_model(run: _Run, given: nn.Module | None) -> None:
         torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = not cfg["deterministic"]
     if given is None:
-        from visionzoo.registry import create_model
+        from visionzoo.factory import create_model
 
         model = create_model(run.model_name, num_classes=len(run.classes),
                              in_chans=cfg["in_chans"], pretrained=cfg["pretrained"] or False,
@@ -1052,7 +1052,8 @@ def _eval_model(model: nn.Module | str | Path, model_name: str | None, source: D
                 ) -> tuple[nn.Module, dict[str, Any], list[str] | None, str]:
     """The network to evaluate, the recipe it was trained with ({} if unknown), its class names
     (None if unknown) and a label for messages."""
-    from visionzoo.checkpoint import CheckpointError, load_checkpoint, read_header
+    from visionzoo.checkpoint import CheckpointError, read_header
+    from visionzoo.factory import load_checkpoint
 
     if isinstance(model, nn.Module):
         if model_name and getattr(model, "model_name", model_name) != model_name:
@@ -1080,8 +1081,8 @@ def _load_weights_file(model_name: str, path: Path, num_classes: int) -> nn.Modu
     --weights`` loads it, for a ``num_classes``-class dataset. ``create_model`` gives a
     fine-tuning model a fresh classifier when the file's has another size; evaluating one would
     measure random weights, so that is refused here."""
+    from visionzoo.factory import create_model
     from visionzoo.ports import PortError, load_state_file
-    from visionzoo.registry import create_model
 
     net = create_model(model_name, num_classes=num_classes, pretrained=path)
     clf = net.get_classifier() if hasattr(net, "get_classifier") else None

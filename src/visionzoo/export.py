@@ -296,7 +296,8 @@ def export_matrix_row(name: str, formats: Sequence[str] = EXPORT_FORMATS,
     """
     import tempfile
 
-    from visionzoo.registry import create_model, model_info
+    from visionzoo.factory import create_model
+    from visionzoo.registry import model_info
 
     info = model_info(name)
     input_size = (info.input_size[0], size, size) if size else tuple(info.input_size)

@@ -201,6 +201,10 @@ def check_batch(x: torch.Tensor, in_chans: int, name: str) -> torch.Tensor:
 
 POOL_TYPES = ("avg", "max", "")
 
+# registered name -> smallest H = W it takes; filled by registry.register_model (the registry sits
+# above this module, so the value comes down to it rather than being looked up)
+MIN_INPUT_SIZES: dict[str, int] = {}
+
 
 def _check_pool(pool_type: str, num_classes: int) -> str:
     if pool_type not in POOL_TYPES:
@@ -422,10 +426,8 @@ class ZooModel(nn.Module):
         cfg.setdefault("first_conv", self._first_conv())
         cfg.setdefault("classifier", "head.fc")
         cfg.setdefault("fixed_input_size", False)
-        if "min_input_size" not in cfg and self.model_name:
-            from visionzoo.registry import model_info  # lazy: the registry imports the models
-
-            m = model_info(self.model_name).min_input_size
+        if "min_input_size" not in cfg and self.model_name in MIN_INPUT_SIZES:
+            m = MIN_INPUT_SIZES[self.model_name]
             cfg["min_input_size"] = (size[0], m, m)
         return cfg
 

@@ -87,7 +87,7 @@ def load_classifier(model: str | None = None, weights: str | Path | None = None,
         raise ValueError("give exactly one of weights (with a model name) or checkpoint")
     names: Sequence[str] | None = None
     if checkpoint is not None:
-        from visionzoo.checkpoint import load_checkpoint
+        from visionzoo.factory import load_checkpoint
 
         net, header, _ = load_checkpoint(checkpoint, return_extra=True)
         saved = header.get("model", "")
@@ -97,7 +97,7 @@ def load_classifier(model: str | None = None, weights: str | Path | None = None,
     else:
         if model is None:
             raise ValueError("weights need a model name (e.g. efficientnet_lite0)")
-        from visionzoo.registry import create_model
+        from visionzoo.factory import create_model
 
         net = create_model(model, pretrained=weights)
     num_classes = int(getattr(net, "num_classes", 0))

@@ -16,10 +16,11 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
+
+from visionzoo.layers import MIN_INPUT_SIZES
 
 __all__ = [
     "Deviation",
@@ -28,8 +29,8 @@ __all__ = [
     "Published",
     "UnknownModelError",
     "Variant",
-    "create_model",
     "list_models",
+    "lookup",
     "model_info",
     "register_model",
 ]
@@ -158,18 +159,13 @@ def register_model(info: ModelInfo) -> Callable[[Builder], Builder]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         _REGISTRY[name] = (fn, replace(info, name=name))
+        MIN_INPUT_SIZES[name] = info.min_input_size  # pretrained_cfg's min_input_size
         return fn
 
     return decorator
 
 
-def _ensure_loaded() -> None:
-    # Importing the models package registers every family (models import this module).
-    import visionzoo.models  # noqa: F401
-
-
-def _lookup(name: str) -> tuple[Callable[..., nn.Module], ModelInfo]:
-    _ensure_loaded()
+def lookup(name: str) -> tuple[Callable[..., nn.Module], ModelInfo]:
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -180,7 +176,6 @@ def _lookup(name: str) -> tuple[Callable[..., nn.Module], ModelInfo]:
 
 def list_models(pattern: str | list[str] | tuple[str, ...] = "*") -> list[str]:
     """Sorted registered names matching an fnmatch pattern (or any of several patterns)."""
-    _ensure_loaded()
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
     names = (n for n in _REGISTRY if any(fnmatch.fnmatchcase(n, p) for p in patterns))
     return sorted(names, key=_natural_key)
@@ -192,53 +187,7 @@ def _natural_key(name: str) -> list:
 
 
 def model_info(name: str) -> ModelInfo:
-    return _lookup(name)[1]
-
-
-def create_model(
-    name: str,
-    num_classes: int | None = None,
-    in_chans: int = 3,
-    pretrained: bool | str | Path = False,
-    features_only: bool = False,
-    out_indices: tuple[int, ...] | None = None,
-    **overrides: Any,
-) -> nn.Module:
-    """Build a registered model.
-
-    ``pretrained``: False; True (the published weights of the reference named in
-    ``ModelInfo.references``, downloaded once into the cache and hash-checked); or a local path
-    to such a weights file (torchvision/timm ``.pth``/``.safetensors``, or a visionzoo
-    checkpoint). With pretrained weights and a ``num_classes`` other than theirs, everything but
-    the classifier is loaded (the classifier is freshly initialised).
-
-    ``features_only=True`` returns a backbone whose forward gives the stage maps (NCHW), one per
-    ``feature_info`` entry (or those in ``out_indices``).
-    """
-    fn, info = _lookup(name)
-    if num_classes is None:
-        num_classes = info.num_classes
-    check_arguments(name, num_classes=num_classes, in_chans=in_chans, **overrides)
-    if pretrained:
-        from visionzoo.ports import load_pretrained  # ports import the models; keep lazy
-
-        model = load_pretrained(name, pretrained, num_classes=num_classes, in_chans=in_chans,
-                                **overrides)
-    else:
-        try:
-            model = fn(num_classes=num_classes, in_chans=in_chans, **overrides)
-        except TypeError as e:  # a keyword the variant fixes itself (e.g. ResNet-50's depths)
-            if "multiple values" not in str(e) and "unexpected keyword" not in str(e):
-                raise
-            raise InvalidArgumentError(f"{name}: {e.args[0].split('() ')[-1]}; the variant "
-                                       f"sets it (choose another registered name)") from None
-        model.model_name = name
-        model.model_config = {"num_classes": num_classes, "in_chans": in_chans, **overrides}
-    if features_only:
-        from visionzoo.layers import FeatureExtractor
-
-        return FeatureExtractor(model, out_indices=out_indices)
-    return model
+    return lookup(name)[1]
 
 
 class InvalidArgumentError(ValueError):
@@ -248,7 +197,7 @@ class InvalidArgumentError(ValueError):
 def model_arguments(name: str) -> dict[str, Any]:
     """The keyword arguments ``create_model(name, ...)`` passes to the model's constructor,
     with their annotated types (read from the builder's return type, the model class)."""
-    fn, _ = _lookup(name)
+    fn, _ = lookup(name)
     cls = typing.get_type_hints(fn).get("return")
     if not isinstance(cls, type):
         return {}
@@ -312,4 +261,4 @@ def check_arguments(name: str, **kwargs: Any) -> None:
 
 def builder(name: str) -> Callable[..., nn.Module]:
     """The raw registered builder (no pretrained/features handling)."""
-    return _lookup(name)[0]
+    return lookup(name)[0]

@@ -99,7 +99,7 @@ def load_train_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
     """Load what ``save_train_state`` wrote into ``model``, ``optimizer``, ``ema`` and ``scaler``
     and restore the RNGs. Returns the JSON state and whether EMA weights were found (a run that
     switches EMA on at resume starts its average from the loaded weights)."""
-    from visionzoo.checkpoint import load_checkpoint
+    from visionzoo.factory import load_checkpoint
 
     _, header, extra_t = load_checkpoint(path, model=model, return_extra=True)
     st = header["extra"]["train_state"]

@@ -1,4 +1,5 @@
-"""port(): weights from torchvision, timm and efficientnet_pytorch into our models.
+"""port(): weights from torchvision, timm, efficientnet_pytorch and OpenMMLab (mmpretrain)
+into our models.
 
 Each supported source network is a ``PortSpec``: which of our models it is, with which flags (its
 layout: the v1.5 stride, TF "same" padding, ...), how its state-dict keys map onto ours, and where
@@ -7,8 +8,8 @@ source's variant and loads the converted weights strictly: every source tensor m
 ours with the same shape, and every one of ours must be filled, or a ``PortError`` names the keys.
 
 One module per family (``ports/resnet.py``, ...) registers its specs; this module has the
-machinery: key renaming, strict loading, download with hash check, and the pretrained path of
-``create_model``.
+machinery: key renaming, strict loading, and download with hash check. The pretrained tags and
+``create_model`` sit above it (``pretrained.py``, ``factory.py``).
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from visionzoo.registry import builder, model_info
+from visionzoo.registry import builder
 
-__all__ = ["PortError", "PortSpec", "cache_dir", "download", "list_ports", "load_pretrained",
-           "load_state_file", "port", "register_port", "rename_keys"]
+__all__ = ["PortError", "PortSpec", "build_ported", "cache_dir", "check_layout", "download",
+           "list_ports", "load_converted", "load_state_file", "port", "register_port",
+           "rename_keys"]
 
-SOURCES = ("torchvision", "timm", "efficientnet_pytorch")
+SOURCES = ("torchvision", "timm", "efficientnet_pytorch", "openmmlab")
 # ports/<family>.py, imported on first use
-_FAMILY_MODULES = ("resnet", "senet", "classic", "mobile", "efficientnet", "swin")
+_FAMILY_MODULES = ("resnet", "senet", "classic", "mobile", "efficientnet", "swin",
+                   "shufflenet")
 
 StateDict = dict[str, torch.Tensor]
 
@@ -253,7 +256,7 @@ def load_state_file(path: str | Path) -> StateDict:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_layout(spec: PortSpec, config: Mapping[str, Any], what: str) -> None:
+def check_layout(spec: PortSpec, config: Mapping[str, Any], what: str) -> None:
     clashes = [f"{k}={config[k]!r} (its weights need {k}={v!r})"
                for k, v in spec.overrides.items() if k in config and config[k] != v]
     if clashes:
@@ -282,10 +285,10 @@ def port(source: str, name: str, state_dict: Mapping[str, torch.Tensor] | str | 
         ours, extra = spec.resolve(converted)
         spec = replace(spec, model=ours, overrides={**spec.overrides, **extra})
     if model is None:
-        model = _build(spec, num_classes if num_classes is not None else spec.num_classes)
+        model = build_ported(spec, num_classes if num_classes is not None else spec.num_classes)
     else:
-        _check_layout(spec, _flags_of(model, spec), f"this {getattr(model, 'model_name', 'model')}")
-    _load_into(model, converted, spec)
+        check_layout(spec, _flags_of(model, spec), f"this {getattr(model, 'model_name', 'model')}")
+    load_converted(model, converted, spec)
     return model
 
 
@@ -297,7 +300,7 @@ def _flags_of(model: nn.Module, spec: PortSpec) -> dict[str, Any]:
     return {k: v for k, v in flags.items() if v is not missing}
 
 
-def _build(spec: PortSpec, num_classes: int, **extra: Any) -> nn.Module:
+def build_ported(spec: PortSpec, num_classes: int, **extra: Any) -> nn.Module:
     config = {"num_classes": num_classes, **spec.overrides, **extra}
     model = builder(spec.model)(**config)
     model.model_name = spec.model
@@ -307,7 +310,7 @@ def _build(spec: PortSpec, num_classes: int, **extra: Any) -> nn.Module:
     return model
 
 
-def _load_into(model: nn.Module, converted: StateDict, spec: PortSpec) -> None:
+def load_converted(model: nn.Module, converted: StateDict, spec: PortSpec) -> None:
     adapt = getattr(model, "adapt_state_dict", None)
     if callable(adapt):  # a model's own resizing on load (e.g. Swin's bias tables to its window)
         converted = adapt(converted)
@@ -330,64 +333,3 @@ def _head_prefix(model: nn.Module) -> str | None:
         if mod is clf:
             return name + "."
     return None
-
-
-def load_pretrained(name: str, pretrained: bool | str | Path, num_classes: int, in_chans: int = 3,
-                    **overrides: Any) -> nn.Module:
-    """``create_model(name, pretrained=...)``: our model with the reference's weights.
-
-    ``True`` downloads the published weights of the first reference that has them (cached,
-    hash-checked); a path loads a local file: a visionzoo checkpoint, or a torchvision/timm/
-    efficientnet_pytorch weights file of the same network (tried in that order).
-    """
-    if in_chans != 3:
-        raise PortError("pretrained weights are for 3-channel input; use in_chans=3")
-    if pretrained is not True and Path(pretrained).suffix == ".safetensors" and _is_checkpoint(
-            Path(pretrained)):
-        from visionzoo.checkpoint import load_checkpoint, read_header
-
-        found = read_header(pretrained)["model"]
-        if found != name:
-            raise PortError(f"{pretrained} is a {found} checkpoint, not {name}")
-        ckpt_model = load_checkpoint(pretrained)
-        if num_classes != ckpt_model.num_classes:
-            ckpt_model.reset_classifier(num_classes)
-            ckpt_model.model_config["num_classes"] = num_classes
-        return ckpt_model
-    info = model_info(name)
-    _ensure_loaded()
-    specs = [_PORTS[(src, ref)] for src, ref in info.references.items() if (src, ref) in _PORTS]
-    if not specs:
-        raise PortError(f"{name}: no reference weights are known (no torchvision/timm port)")
-    if pretrained is True:
-        with_url = [s for s in specs if s.url]
-        if not with_url:
-            raise PortError(f"{name}: none of its references has a published weights URL")
-        spec = with_url[0]
-        _check_layout(spec, overrides, name)
-        sd = load_state_file(download(spec.url))
-        model = _build(spec, num_classes, **overrides)
-        _load_into(model, spec.convert(sd), spec)
-        return model
-    path = Path(pretrained)
-    sd = load_state_file(path)
-    errors = []
-    for spec in specs:
-        try:
-            converted = spec.convert(dict(sd))
-            _check_layout(spec, overrides, name)
-            model = _build(spec, num_classes, **overrides)
-            _load_into(model, converted, spec)
-            return model
-        except PortError as e:
-            errors.append(f"as {spec.source} {spec.name}: {e}")
-    raise PortError(f"{path} does not fit {name}: " + " | ".join(errors))
-
-
-def _is_checkpoint(path: Path) -> bool:
-    from visionzoo.checkpoint import read_header
-
-    try:
-        return read_header(path) is not None
-    except Exception:  # noqa: BLE001
-        return False

@@ -1,4 +1,4 @@
-"""MobileNet V1 / V2 keys of timm and torchvision. (ShuffleNet V1 has no reference library.)
+"""MobileNet V1 / V2 keys of timm and torchvision. (ShuffleNet V1: ports/shufflenet.py.)
 
 * timm ``mobilenetv1_100`` (and ``mobilenetv1_125``, width 1.25): ReLU6, so ``act="relu6"``;
   its ``blocks.i.j`` are our ``stages.i.j`` (one stage per resolution in both).
