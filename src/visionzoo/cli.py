@@ -778,6 +778,49 @@ COMMANDS += [
 ]
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from visionzoo.ablate import ABLATIONS, run_ablation
+
+    if args.list or not args.paper:
+        if not args.list:
+            raise UserError("name a paper (visionzoo ablate --list shows them)")
+        for ab in ABLATIONS.values():
+            state = f"pending: {ab.pending}" if ab.pending else \
+                f"{len(ab.arms)} arms, {len(ab.claims)} claims"
+            print(f"{ab.key:14s} {ab.title} ({ab.evidence}): {state}")
+        return 0
+    if args.paper not in ABLATIONS:
+        raise UserError(f"unknown paper {args.paper!r}; visionzoo ablate --list shows "
+                        f"{', '.join(ABLATIONS)}")
+    if args.seeds is not None and args.seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    if ABLATIONS[args.paper].pending:
+        raise UserError(f"the {args.paper} ablation cannot run yet: "
+                        f"{ABLATIONS[args.paper].pending}")
+    summary = run_ablation(args.paper, args.data, args.budget, args.seeds, args.out)
+    for c in summary["claims"]:
+        print(f"{c['claim']}: {c['verdict']} ({100 * c['diff']:+.2f} points, "
+              f"2 SE {200 * c['se']:.2f})")
+    out = args.out or f"runs/ablations/{args.paper}-{args.budget}"
+    print(f"wrote {out}/ablation.md, runs.csv, ablation.png ({summary['minutes']} min)")
+    return 0
+
+
+def _add_ablate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paper", nargs="?", metavar="PAPER", help="resnet, senet, ... (see --list)")
+    p.add_argument("--list", action="store_true", help="the papers, their arms and claims")
+    p.add_argument("--data", default="fashion-mnist", help="dataset keyword or folder")
+    p.add_argument("--budget", choices=["smoke", "small", "full"], default="small")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per arm (budget default)")
+    p.add_argument("--out", default=None, help="output folder (runs/ablations/PAPER-BUDGET)")
+
+
+COMMANDS += [
+    ("ablate", "reproduce a paper's central experiment small: variants, seeds, verdicts",
+     _add_ablate, cmd_ablate),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="visionzoo",

@@ -283,7 +283,9 @@ def _check_same_model(path: Path, model: nn.Module, name: str, config: dict[str,
     own_cfg = {k: jsonable(v) for k, v in getattr(model, "model_config", {}).items()}
     if own_name != name:
         raise CheckpointError(f"{path} holds a {name} checkpoint; it cannot load into {own_name}")
-    diff = {k for k in set(config) | set(own_cfg) if config.get(k) != own_cfg.get(k)}
+    missing = object()  # an argument given as None differs from one not given
+    diff = {k for k in set(config) | set(own_cfg)
+            if config.get(k, missing) != own_cfg.get(k, missing)}
     if diff:
         pairs = ", ".join(f"{k}: checkpoint {config.get(k)!r} vs model {own_cfg.get(k)!r}"
                           for k in sorted(diff))

@@ -34,10 +34,34 @@ Defaults and deviations
   those two figures are recorded in ``ModelInfo.notes``, not verified.
 * Dropout before the classifier: not in the paper; the authors' code uses keep probability 0.8,
   so ``drop_rate=0.2`` (no effect in evaluation).
+
+Ablation switches (§6.4 / Fig. 6 of the paper; not deviations: the defaults are the paper's net)
+----------------------------------------------------------------------------------------------
+* ``linear_bottleneck=False``: Fig. 6a's "ReLU6 in bottleneck": a ReLU6 after the projection
+  1x1 conv + BN of every block (before the shortcut's addition). Parameter-free.
+* ``shortcut`` (Fig. 6b), parameter-free, the same state-dict keys and MACs in every setting:
+  - ``"bottleneck"`` (default): the shortcut joins the thin bottlenecks (Fig. 3b);
+  - ``"none"`` (alias None, as ResNet spells it): "No residual": no block adds anything;
+  - ``"expansion"``: "Shortcut between expansions". The paper gives one sentence (§6.4:
+    shortcuts "connecting the expanded layers") and no layout. We read it as the classical
+    residual of Fig. 3a laid over the same layers, joining the wide tensors across the
+    bottleneck: each block that has the default's shortcut (s = 1, c = c') adds its expansion
+    output (1x1 conv + BN + ReLU6, t·c channels) to the *next* block's expansion output, which
+    then feeds that block's depthwise conv; sums carry on, so the expanded tensors form the
+    residual stream (y = x + F(x), F = depthwise, projection, next expansion). The same 10
+    additions as the default, the same layers, parameters, keys and MACs; the joined tensors
+    always agree in shape (t = 6 after every shortcut; the constructor checks it). A choice the
+    paper leaves open: the sum is taken after the ReLU6, on the expansion output as it is.
+    The stream crosses the ends of Table 2's rows 2-6 (their last block joins the next row's
+    first expansion), so those rows are no longer single-tensor stages: the trunk runs all
+    rows as one step and ``feature_info`` keeps only the last conv's map.
+  ``drop_path_rate`` (not in the paper) is defined for the default's shortcuts only and is
+  refused with ``"expansion"`` and ``"none"``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -54,7 +78,8 @@ from visionzoo.layers import (
 )
 from visionzoo.registry import ModelInfo, Published, Variant, register_model
 
-__all__ = ["BottleneckRow", "InvertedResidual", "MobileNetV2", "TABLE2"]
+__all__ = ["BottleneckRow", "ExpansionShortcutBlock", "InvertedResidual", "MobileNetV2",
+           "TABLE2"]
 
 
 @dataclass(frozen=True)
@@ -98,24 +123,32 @@ def channel_plan(width_mult: float) -> tuple[int, ...]:
             *(scale_channels(r.c, width_mult) for r in TABLE2), last_channels(width_mult))
 
 
+SHORTCUTS = ("bottleneck", "expansion", "none")  # Fig. 6b's three settings (``shortcut``)
+
+
 class InvertedResidual(nn.Module):
     """Table 1 / Fig. 3b: 1x1 conv (k -> tk) + ReLU6, 3x3 depthwise stride s + ReLU6,
     linear 1x1 conv (tk -> k'). The shortcut connects the bottlenecks when s = 1 and k = k'.
 
-    With t = 1 there is no expansion conv (see the module docstring).
+    With t = 1 there is no expansion conv (see the module docstring). Ablation switches (module
+    docstring): ``linear_bottleneck=False`` puts a ReLU6 after the projection (Fig. 6a);
+    ``shortcut=False`` leaves the shortcut out (Fig. 6b, "no residual").
     """
 
     def __init__(self, in_chs: int, out_chs: int, stride: int, expand: int,
-                 act: type[nn.Module] = nn.ReLU6, drop_path: float = 0.0):
+                 act: type[nn.Module] = nn.ReLU6, drop_path: float = 0.0,
+                 linear_bottleneck: bool = True, shortcut: bool = True):
         super().__init__()
         hidden = in_chs * expand
         self.expand = ConvNormAct(in_chs, hidden, 1, act=act) if expand != 1 else nn.Identity()
         self.dw = ConvNormAct(hidden, hidden, 3, stride=stride, groups=hidden, act=act)
-        self.project = ConvNormAct(hidden, out_chs, 1, act=None)  # linear bottleneck: no ReLU
-        self.has_shortcut = stride == 1 and in_chs == out_chs
+        # linear bottleneck: no ReLU after the projection (Fig. 6a's ablation puts ReLU6 there)
+        self.project = ConvNormAct(hidden, out_chs, 1, act=None if linear_bottleneck else act)
+        self.has_shortcut = shortcut and stride == 1 and in_chs == out_chs
         use_drop = drop_path > 0 and self.has_shortcut
         self.drop_path = DropPath(drop_path) if use_drop else nn.Identity()
         self.in_chs, self.out_chs, self.stride, self.t = in_chs, out_chs, stride, expand
+        self.hidden_chs = hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.dw(self.expand(x)))
@@ -124,18 +157,53 @@ class InvertedResidual(nn.Module):
         return out
 
 
+class ExpansionShortcutBlock(InvertedResidual):
+    """Fig. 6b's "shortcut between expansions" (an ablation switch, see the module docstring):
+    the layers of ``InvertedResidual``, the shortcut moved from the bottlenecks to the expanded
+    tensors. It maps (input, incoming stream) to (output, outgoing stream): the incoming stream
+    (or None) is added to this block's expansion, and a block that has the default's shortcut
+    (s = 1, k = k') passes its expansion on to the next block's.
+    """
+
+    def forward(  # type: ignore[override]
+            self, pair: tuple[torch.Tensor, torch.Tensor | None]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, stream = pair
+        expanded = self.expand(x)
+        if stream is not None:
+            expanded = expanded + stream  # y = x + F(x) between the expansions
+        out = self.project(self.dw(expanded))
+        return out, expanded if self.has_shortcut else None
+
+
 class MobileNetV2(ZooModel):
     """Table 2: conv2d 3x3/2, the bottleneck rows, conv2d 1x1 to 1280, average pool, classifier.
 
     ``stages[i]`` holds the n blocks of Table 2's i-th bottleneck row.
+
+    Ablation switches of Fig. 6 (module docstring), kept as attributes of the same name:
+    ``linear_bottleneck=False`` (ReLU6 after every projection) and ``shortcut`` ("bottleneck",
+    the paper's; "expansion"; "none", or None).
     """
 
     def __init__(self, width_mult: float = 1.0, num_classes: int = 1000, in_chans: int = 3,
-                 drop_rate: float = 0.2, drop_path_rate: float = 0.0, global_pool: str = "avg"):
+                 drop_rate: float = 0.2, drop_path_rate: float = 0.0, global_pool: str = "avg",
+                 linear_bottleneck: bool = True, shortcut: str | None = "bottleneck"):
         super().__init__()
         if width_mult <= 0:
             raise ValueError(f"width_mult (§4) must be positive; got {width_mult}")
+        if shortcut is None:  # an alias, as ResNet spells its plain network
+            shortcut = "none"
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {', '.join(map(repr, SHORTCUTS))} "
+                             f"(Fig. 6b: between bottlenecks, between expansions, no residual; "
+                             f"None is 'none'); got {shortcut!r}")
+        if shortcut != "bottleneck" and drop_path_rate > 0:
+            raise ValueError(f"drop_path_rate is defined for the shortcuts between bottlenecks "
+                             f"only; got it with shortcut={shortcut!r}")
         self.num_classes, self.in_chans, self.width_mult = num_classes, in_chans, width_mult
+        self.linear_bottleneck, self.shortcut = linear_bottleneck, shortcut
+        block_type = ExpansionShortcutBlock if shortcut == "expansion" else InvertedResidual
         act = nn.ReLU6
         stem_chs = scale_channels(STEM_CHANNELS, width_mult)
         self.stem = ConvNormAct(in_chans, stem_chs, 3, stride=2, act=act)
@@ -147,8 +215,9 @@ class MobileNetV2(ZooModel):
             out_chs = scale_channels(row.c, width_mult)
             blocks = []
             for j in range(row.n):
-                blocks.append(InvertedResidual(in_chs, out_chs, row.s if j == 0 else 1, row.t, act,
-                                               drop_path_rate * idx / max(total - 1, 1)))
+                blocks.append(block_type(in_chs, out_chs, row.s if j == 0 else 1, row.t, act,
+                                         drop_path_rate * idx / max(total - 1, 1),
+                                         linear_bottleneck, shortcut != "none"))
                 in_chs, idx = out_chs, idx + 1
             reduction *= row.s
             stages.append(nn.Sequential(*blocks))
@@ -157,6 +226,14 @@ class MobileNetV2(ZooModel):
                     {"name": f"bottleneck{i + 1}", "channels": out_chs, "reduction": reduction,
                      "module": f"stages.{i}"})
         self.stages = nn.Sequential(*stages)
+        if shortcut == "expansion":
+            # the rows' ends are no longer single-tensor stages (see the module docstring)
+            self.feature_info = []
+            blocks = [b for stage in stages for b in stage]
+            for block, after in zip(blocks, [*blocks[1:], None], strict=True):
+                if block.has_shortcut and (after is None or after.hidden_chs != block.hidden_chs):
+                    raise ValueError("shortcut='expansion' needs the block after each shortcut "
+                                     "to expand to the same width")
         self.num_features = last_channels(width_mult)
         self.last_conv = ConvNormAct(in_chs, self.num_features, 1, act=act)
         self.feature_info.append(
@@ -166,11 +243,20 @@ class MobileNetV2(ZooModel):
         self.pretrained_cfg = default_cfg()
         self.init_weights()
 
-    def trunk(self) -> list[tuple[nn.Module, bool]]:
+    def trunk(self) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], bool]]:
         """Table 2 top to bottom: conv2d, the bottleneck rows (the last of each resolution is
-        a map), conv2d 1x1."""
+        a map), conv2d 1x1. With ``shortcut="expansion"`` the rows are one step."""
+        if self.shortcut == "expansion":
+            return [(self.stem, False), (self.forward_expansion_shortcuts, False),
+                    (self.last_conv, True)]
         return [(self.stem, False), *((s, i in FEATURE_ROWS) for i, s in enumerate(self.stages)),
                 (self.last_conv, True)]
+
+    def forward_expansion_shortcuts(self, x: torch.Tensor) -> torch.Tensor:
+        """All bottleneck rows with Fig. 6b's "shortcut between expansions": the stream of
+        expanded tensors runs from block to block, across the rows' ends."""
+        out, _ = self.stages((x, None))
+        return out
 
     def stage_specs(self) -> list[StageSpec]:
         """Table 2's rows: operator, t, c, n, s (c after the width multiplier)."""

@@ -28,6 +28,16 @@ Defaults and deviations
   ``shortcut="A"`` gives the parameter-free option of Table 2's first comparison.
 * The CIFAR nets use option A as §4.2 states (that gives Table 6's 0.27 M ... 1.7 M parameters).
 
+Ablation switch (the paper's own comparison; not a deviation: the default is the paper's ResNet)
+-----------------------------------------------------------------------------------------------
+* ``shortcut=None`` (alias ``"none"``): the *plain* counterpart of §3.3 "Plain Network", compared
+  with the ResNets in Fig. 4 / Table 2 (plain-18/34, ImageNet) and Fig. 6 left (plain-20 ... 56,
+  CIFAR-10). Every block keeps its layers and ends with the same ReLU, but adds nothing: y = F(x)
+  instead of y = F(x) + x. Option A shortcuts have no parameters, so a CIFAR net and its plain
+  counterpart have the same parameters (state-dict keys included) and the same MACs; an option-B
+  net loses its projection shortcuts (``stages.*.0.shortcut.*``). Stochastic depth
+  (``drop_path_rate``) and ``zero_init_residual`` act on a residual branch and are refused.
+
 ResNeXt — Xie, Girshick, Dollár, Tu, He. "Aggregated Residual Transformations for Deep Neural
 Networks." CVPR 2017. arXiv 1611.05431. Built on the same code:
 
@@ -102,12 +112,12 @@ class BasicBlock(nn.Module):
     """Fig. 2 / Fig. 5 left: two 3x3 convs; the shortcut is added before the last ReLU.
 
     ``se_ratio``: a squeeze-and-excitation block recalibrates the residual before the addition
-    (SENet Fig. 3 right).
+    (SENet Fig. 3 right). ``shortcut=None``: the plain block (§3.3), no shortcut at all.
     """
 
     expansion = 1
 
-    def __init__(self, in_chs: int, width: int, stride: int = 1, shortcut: str = "B",
+    def __init__(self, in_chs: int, width: int, stride: int = 1, shortcut: str | None = "B",
                  drop_path: float = 0.0, se_ratio: float | None = None,
                  shortcut_kernel: int = 1, **_: object):
         super().__init__()
@@ -116,7 +126,8 @@ class BasicBlock(nn.Module):
         self.conv2 = ConvNormAct(width, out_chs, 3, act=None)
         self.se = make_se(out_chs, se_ratio)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.shortcut = make_shortcut(in_chs, out_chs, stride, shortcut, shortcut_kernel)
+        self.shortcut = (None if shortcut is None  # plain network (§3.3): no shortcut at all
+                         else make_shortcut(in_chs, out_chs, stride, shortcut, shortcut_kernel))
         self.act = nn.ReLU(inplace=True)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:  # F(x, {W_i}) of eq. (1)
@@ -124,6 +135,8 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.drop_path(self.residual(x))
+        if self.shortcut is None:  # the plain network's block: y = F(x)
+            return self.act(out)
         return self.act(out + self.shortcut(x))  # eq. (1): y = F(x) + x
 
 
@@ -134,12 +147,12 @@ class Bottleneck(nn.Module):
     bottleneck width d = ``base_width``): the 3x3 conv is a grouped conv of width
     ``C * d * out/256``. ``se_ratio`` recalibrates the residual with an SE block before the
     addition (SENet Fig. 3 right). ``halve_first_1x1``: the first 1x1 gives half that width and
-    the grouped 3x3 restores it (SENet-154).
+    the grouped 3x3 restores it (SENet-154). ``shortcut=None``: the plain block, no shortcut.
     """
 
     expansion = 4
 
-    def __init__(self, in_chs: int, width: int, stride: int = 1, shortcut: str = "B",
+    def __init__(self, in_chs: int, width: int, stride: int = 1, shortcut: str | None = "B",
                  stride_in_1x1: bool = True, groups: int = 1, base_width: int = 64,
                  drop_path: float = 0.0, se_ratio: float | None = None,
                  halve_first_1x1: bool = False, shortcut_kernel: int = 1):
@@ -153,7 +166,8 @@ class Bottleneck(nn.Module):
         self.conv3 = ConvNormAct(mid, out_chs, 1, act=None)
         self.se = make_se(out_chs, se_ratio)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.shortcut = make_shortcut(in_chs, out_chs, stride, shortcut, shortcut_kernel)
+        self.shortcut = (None if shortcut is None  # plain network (§3.3): no shortcut at all
+                         else make_shortcut(in_chs, out_chs, stride, shortcut, shortcut_kernel))
         self.act = nn.ReLU(inplace=True)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,6 +175,8 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.drop_path(self.residual(x))
+        if self.shortcut is None:  # the plain network's block: y = F(x)
+            return self.act(out)
         return self.act(out + self.shortcut(x))  # eq. (1): y = F(x) + x
 
 
@@ -169,6 +185,8 @@ class ResNet(ZooModel):
 
     ``stem="imagenet"``: 7x7/2 conv (64) and 3x3/2 max pool (Table 1).
     ``stem="cifar"``: 3x3/1 conv to the first stage's width, no pooling (§4.2).
+    ``shortcut``: "A" or "B" (§3.3's options), or None / "none" for the plain network of §3.3 /
+    Fig. 4 / Fig. 6 (an ablation switch: no shortcuts, every block's output is ReLU(F(x))).
     The forward pass is ZooModel's ``stem -> pool -> stages``, then ``head``.
 
     The ResNeXt and SENet networks are this class with flags (each kept as an attribute of the
@@ -188,7 +206,7 @@ class ResNet(ZooModel):
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], depths: Sequence[int],
                  widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 1000,
-                 in_chans: int = 3, stem: str = "imagenet", shortcut: str = "B",
+                 in_chans: int = 3, stem: str = "imagenet", shortcut: str | None = "B",
                  stride_in_1x1: bool = True, groups: int = 1, base_width: int = 64,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  zero_init_residual: bool = False, se_ratio: float | None = None,
@@ -196,8 +214,14 @@ class ResNet(ZooModel):
                  halve_first_1x1: bool = False, ceil_pool: bool = False,
                  global_pool: str = "avg"):
         super().__init__()
-        if shortcut not in ("A", "B"):
-            raise ValueError(f"shortcut must be 'A' or 'B' (paper §3.3); got {shortcut!r}")
+        if shortcut not in ("A", "B", "none", None):
+            raise ValueError(f"shortcut must be 'A' or 'B' (§3.3's options), or None / 'none' "
+                             f"(the plain network of Fig. 4 / Fig. 6); got {shortcut!r}")
+        if shortcut == "none":
+            shortcut = None
+        if shortcut is None and (drop_path_rate > 0 or zero_init_residual):
+            raise ValueError("drop_path_rate and zero_init_residual act on a residual branch; "
+                             "the plain network (shortcut=None) has none")
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem must be 'imagenet' or 'cifar'; got {stem!r}")
         if stem == "cifar" and (deep_stem or ceil_pool):

@@ -54,6 +54,13 @@ megvii-model/ShuffleNet-Series, ``ShuffleNetV1/``, which covers g = 3 and g = 8 
   there, and to nearest elsewhere (1x g = 8: 138.37 M printed 138). That row says so.
 * Not reproduced: Table 5's "0.5x (shallow, g = 3)" and "2x (with SE)" rows, whose layers the
   paper does not specify.
+
+Ablation switch (§4.1.2 / Table 3 of the paper; not a deviation: the default is the paper's net)
+-----------------------------------------------------------------------------------------------
+* ``shuffle=False``: Table 3's "no shuffle" rows (g = 3 and g = 8 at 1x, 0.5x, 0.25x): every
+  unit skips the channel shuffle, so each group of the second pointwise GConv sees only its own
+  group's channels. Parameter-free: the same state-dict keys, shapes and MACs. With g = 1 the
+  shuffle is the identity anyway (the unit runs none), so the switch changes nothing there.
 """
 
 from __future__ import annotations
@@ -84,16 +91,17 @@ class ShuffleUnit(nn.Module):
     """Fig. 2(b) (stride 1: add) and Fig. 2(c) (stride 2: average-pooled shortcut, concat).
 
     ``out_chs`` is the unit's output; with stride 2 the residual branch makes
-    ``out_chs - in_chs`` channels and the pooled input supplies the rest.
+    ``out_chs - in_chs`` channels and the pooled input supplies the rest. ``shuffle=False``
+    leaves the channel shuffle out (Table 3's ablation).
     """
 
     def __init__(self, in_chs: int, out_chs: int, mid_chs: int, stride: int, groups: int,
-                 first_grouped: bool = True):
+                 first_grouped: bool = True, shuffle: bool = True):
         super().__init__()
         branch_out = out_chs - in_chs if stride == 2 else out_chs
         if stride == 1 and in_chs != out_chs:
             raise ValueError("a stride-1 ShuffleNet unit adds its input: in_chs must equal out_chs")
-        self.groups, self.stride = groups, stride
+        self.groups, self.stride, self.shuffle = groups, stride, shuffle
         self.in_chs, self.mid_chs, self.out_chs = in_chs, mid_chs, out_chs
         self.first_groups = groups if first_grouped else 1
         # 1x1 GConv + BN + ReLU; 3x3 DWConv + BN; 1x1 GConv + BN
@@ -104,7 +112,7 @@ class ShuffleUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.gconv1(x)
-        if self.groups > 1:
+        if self.shuffle and self.groups > 1:  # with one group the shuffle is the identity
             out = channel_shuffle(out, self.groups)
         out = self.gconv2(self.dwconv(out))
         if self.stride == 2:
@@ -164,14 +172,18 @@ def shufflenet_plan(groups: int, scale: float, conv1_round: str = "up") -> Shuff
 
 
 class ShuffleNetV1(ZooModel):
-    """Table 1: Conv1, MaxPool, Stages 2-4 of ShuffleNet units, global pool, FC."""
+    """Table 1: Conv1, MaxPool, Stages 2-4 of ShuffleNet units, global pool, FC.
+
+    ``shuffle=False``: Table 3's ablation, no channel shuffle in any unit (module docstring).
+    """
 
     def __init__(self, groups: int = 3, scale: float = 1.0, num_classes: int = 1000,
                  in_chans: int = 3, conv1_round: str = "up", drop_rate: float = 0.0,
-                 global_pool: str = "avg"):
+                 global_pool: str = "avg", shuffle: bool = True):
         super().__init__()
         self.num_classes, self.in_chans = num_classes, in_chans
         self.groups, self.scale, self.conv1_round = groups, scale, conv1_round
+        self.shuffle = shuffle
         plan = shufflenet_plan(groups, scale, conv1_round)
         self.stem = ConvNormAct(in_chans, plan.conv1, 3, stride=2)  # Conv1
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)  # MaxPool
@@ -179,8 +191,10 @@ class ShuffleNetV1(ZooModel):
                               "module": "stem"}]
         in_chs, reduction, stages = plan.conv1, 4, []
         for i, (row, (out_chs, mid_chs)) in enumerate(zip(TABLE1, plan.stages, strict=True)):
-            units = [ShuffleUnit(in_chs, out_chs, mid_chs, 2, groups, first_grouped=i > 0)]
-            units += [ShuffleUnit(out_chs, out_chs, mid_chs, 1, groups) for _ in range(row.repeat)]
+            units = [ShuffleUnit(in_chs, out_chs, mid_chs, 2, groups, first_grouped=i > 0,
+                                 shuffle=shuffle)]
+            units += [ShuffleUnit(out_chs, out_chs, mid_chs, 1, groups, shuffle=shuffle)
+                      for _ in range(row.repeat)]
             stages.append(nn.Sequential(*units))
             in_chs, reduction = out_chs, reduction * 2
             self.feature_info.append(

@@ -21,6 +21,8 @@ Paper map
 * §3.3 and Table 7: the variants (C, layer numbers, heads; d = 32 per head)
                                                                       -> ``ARCHS``, ``swin_*``
 * Table 1: parameters and FLOPs (multiply-adds) of Swin-T/S/B/L at 224^2 and 384^2.
+* Table 4 (ablation on Swin-T): "w/o shifting"                             -> ``shift=False``;
+  "no pos."                                                          -> ``rel_pos_bias=False``
 * Appendix A2 and the official configs: stochastic depth 0.2 / 0.3 / 0.5 for T / S / B (also
   B at 384), 0.2 for L (ImageNet-22K pre-training and its 384 fine-tuning).
 
@@ -89,6 +91,29 @@ Inputs of any size (the authors' classification code takes only its training siz
   have another size resamples them bicubically (``resample_relative_position_bias``, the
   authors' ``load_pretrained``); it happens in ``load_state_dict`` and in ``port()``/
   ``create_model(pretrained=...)`` (through ``adapt_state_dict``).
+
+Ablation switches (Table 4; every registered builder takes them, the defaults are the paper)
+-----------------------------------------------------------------------------------------------
+* ``shift=True``: SW-MSA in every second block (§3.2). ``shift=False`` is the "w/o shifting"
+  row: every block uses the regular window partition, so there is no cyclic shift and no
+  attention mask (every ``SwinBlock.shift`` is 0). It has no parameters: the state dict is the
+  same, and the same weights load into either layout. A map side no larger than M is never
+  shifted along (see above), so the two layouts differ only where some stage's map has a side
+  larger than M: at 224^2 in stages 1-3, but at 28^2 nowhere (stage 1 is 7 x 7).
+* ``rel_pos_bias=True``: the relative position bias B of eq. (4). ``rel_pos_bias=False`` is the
+  "no pos." row: SoftMax(QK^T / sqrt(d)) V, without the ``relative_position_bias_table``
+  parameters ((2M-1)^2 x heads per block; 23,322 for Swin-T) and their index buffers. Weights
+  that hold bias tables are refused by such a model, not silently loaded without B:
+  ``load_state_dict`` raises even with ``strict=False``, and ``port()`` /
+  ``create_model(pretrained=...)`` report the tables as unexpected keys.
+* Table 4's other position rows ("abs. pos.", "abs.+rel. pos.", "rel. pos. w/o app.") are not
+  provided.
+* ``verify`` has no rows for these: Table 4 prints accuracy only (ImageNet-1K top-1 / top-5,
+  COCO box / mask AP, ADE20K mIoU), no parameters or FLOPs. Shifting changes neither the
+  parameters nor the MACs (the masked SW-MSA attends over the same windows); dropping B removes
+  only the tables (and the gathering of B, no multiply-adds).
+* They are switches, not deviations, and the ports do not set them: torchvision's and timm's
+  Swin weights are the default layout.
 
 Deviations
 ----------
@@ -248,24 +273,30 @@ class WindowAttention(nn.Module):
     """W-MSA / SW-MSA on windows with relative position bias (§3.2, eq. (4)).
 
     ``relative_position_bias_table`` is B^ ((2M-1)^2 x heads), ``relative_position_index`` the
-    buffer that gathers the M^2 x M^2 bias B from it. ``fused`` selects
-    ``scaled_dot_product_attention`` (bias and shift mask folded into ``attn_mask``) over the
-    explicit softmax.
+    buffer that gathers the M^2 x M^2 bias B from it. ``rel_pos_bias=False`` (Table 4's "no pos."
+    ablation) drops B: SoftMax(QK^T / sqrt(d)) V, with neither the table nor the index (both
+    are registered as ``None``). ``fused`` selects ``scaled_dot_product_attention`` (bias and
+    shift mask folded into ``attn_mask``) over the explicit softmax.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0, fused: bool = True):
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, fused: bool = True,
+                 rel_pos_bias: bool = True):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by {num_heads} heads")
         self.dim, self.num_heads, self.window_size = dim, num_heads, window_size
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5  # 1 / sqrt(d) of eq. (4)
-        self.fused = fused
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        self.register_buffer("relative_position_index", relative_position_index(window_size),
-                             persistent=False)
+        self.fused, self.rel_pos_bias = fused, rel_pos_bias
+        if rel_pos_bias:
+            self.relative_position_bias_table = nn.Parameter(
+                torch.zeros((2 * window_size - 1) ** 2, num_heads))
+            self.register_buffer("relative_position_index",
+                                 relative_position_index(window_size), persistent=False)
+        else:  # Table 4 "no pos.": no B, so no table and no index
+            self.register_parameter("relative_position_bias_table", None)
+            self.register_buffer("relative_position_index", None, persistent=False)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
@@ -274,7 +305,9 @@ class WindowAttention(nn.Module):
     def init_buffers(self) -> None:
         """Recompute the index buffer (after ``to_empty`` of a model built on the meta device)."""
         index = self.relative_position_index
-        self.relative_position_index = relative_position_index(self.window_size).to(index.device)
+        if index is not None:  # None without relative position bias
+            self.relative_position_index = relative_position_index(self.window_size).to(
+                index.device)
 
     def relative_position_bias(self, wh: int, ww: int) -> torch.Tensor:
         """B of eq. (4) for a wh x ww window: (heads, N, N), N = wh * ww."""
@@ -296,25 +329,35 @@ class WindowAttention(nn.Module):
         Bw, N, C = x.shape
         qkv = self.qkv(x).view(Bw, N, 3, self.num_heads, self.head_dim)  # (Bw, N, 3, h, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (Bw, h, N, d)
-        bias = self.relative_position_bias(*window).unsqueeze(0).to(q.dtype)  # (1, h, N, N)
+        # the additive term of eq. (4)'s softmax: B (1, h, N, N), plus the shift mask (nW, 1, N, N)
+        # broadcast over the heads; None when there is neither (rel_pos_bias=False, no shift)
+        bias = None
+        if self.rel_pos_bias:
+            bias = self.relative_position_bias(*window).unsqueeze(0).to(q.dtype)  # (1, h, N, N)
         nw = 1
         if mask is not None:
             nw = mask.shape[0]
-            bias = bias + mask.unsqueeze(1).to(q.dtype)  # (nW, h, N, N): windows of one image
+            mask = mask.unsqueeze(1).to(q.dtype)  # (nW, 1, N, N): windows of one image
+            bias = mask if bias is None else bias + mask  # (nW, h or 1, N, N)
         drop = self.attn_drop if self.training else 0.0
         # On CPU, SDPA has no fused kernel that returns a gradient for attn_mask: with the bias
         # table trained it falls back to its math path, which is slower than the explicit one
         # below (and needs the mask materialised per window), so training takes the explicit path
+        table = self.relative_position_bias_table
+        learns_bias = table is not None and table.requires_grad
         if self.fused and not (x.device.type == "cpu" and torch.is_grad_enabled()
-                               and self.relative_position_bias_table.requires_grad):
-            if nw > 1:  # (B, nW, h, N, N) -> (B * nW, h, N, N): one mask per window
+                               and learns_bias):
+            if bias is not None and nw > 1:  # (B, nW, h, N, N) -> (B * nW, h, N, N)
                 bias = bias.unsqueeze(0).expand(Bw // nw, -1, -1, -1, -1)
-                bias = bias.reshape(Bw, self.num_heads, N, N)
+                bias = bias.reshape(Bw, bias.shape[2], N, N)  # one mask per window
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)  # (Bw, h, N, N)
-            # add the (nW, h, N, N) bias by broadcasting over the images, without a copy per image
-            attn = (attn.view(Bw // nw, nw, self.num_heads, N, N) + bias).view(Bw, -1, N, N)
+            if bias is not None:
+                # add the (nW, h or 1, N, N) bias by broadcasting over the images (no copy per
+                # image)
+                attn = attn.view(Bw // nw, nw, self.num_heads, N, N) + bias
+                attn = attn.view(Bw, -1, N, N)
             attn = F.dropout(attn.softmax(dim=-1), drop, self.training)
             out = attn @ v  # (Bw, h, N, d)
         out = out.transpose(1, 2).reshape(Bw, N, C)  # (Bw, h, N, d) -> (Bw, N, h * d)
@@ -322,15 +365,17 @@ class WindowAttention(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         # fine-tuning at another window size: resample the table instead of failing on its shape
+        # (without a table of ours, a table in the weights stays an unexpected key: refused)
         key = prefix + "relative_position_bias_table"
-        table = state_dict.get(key)
-        if table is not None and table.shape != self.relative_position_bias_table.shape:
+        table, own = state_dict.get(key), self.relative_position_bias_table
+        if table is not None and own is not None and table.shape != own.shape:
             if table.shape[1] == self.num_heads:
                 state_dict[key] = resample_relative_position_bias(table, self.window_size)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        return f"window={self.window_size}, heads={self.num_heads}, fused={self.fused}"
+        text = f"window={self.window_size}, heads={self.num_heads}, fused={self.fused}"
+        return text if self.rel_pos_bias else text + ", rel_pos_bias=False"
 
 
 @torch.fx.wrap
@@ -380,20 +425,22 @@ class Mlp(nn.Module):
 class SwinBlock(nn.Module):
     """Fig. 3(b), eq. (3): z^ = (S)W-MSA(LN(z)) + z; z = MLP(LN(z^)) + z^.
 
-    ``shift`` = 0 gives W-MSA, M // 2 gives SW-MSA. Works on NHWC maps of any size (see the
-    module docstring for padding and shrinking).
+    ``shift`` = 0 gives W-MSA, M // 2 gives SW-MSA (a shift size here; the model's ``shift`` flag
+    chooses between the two layouts). ``rel_pos_bias`` adds B of eq. (4). Works on NHWC maps of
+    any size (see the module docstring for padding and shrinking).
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int = 7, shift: int = 0,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0,
-                 attn_drop: float = 0.0, drop_path: float = 0.0, fused_attn: bool = True):
+                 attn_drop: float = 0.0, drop_path: float = 0.0, fused_attn: bool = True,
+                 rel_pos_bias: bool = True):
         super().__init__()
         if not 0 <= shift < window_size:
             raise ValueError(f"shift must be in [0, window_size); got {shift} for M={window_size}")
         self.window_size, self.shift = window_size, shift
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias, attn_drop, drop,
-                                    fused_attn)
+                                    fused_attn, rel_pos_bias)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
@@ -449,15 +496,16 @@ class PatchMerging(nn.Module):
 
 class SwinStage(nn.Module):
     """One stage of Table 7: patch merging (stages 2-4) and ``depth`` blocks alternating W-MSA
-    and SW-MSA."""
+    and SW-MSA; with ``shift=False`` (Table 4 "w/o shifting") every block is W-MSA."""
 
     def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, window_size: int,
                  downsample: bool, drop_path: Sequence[float], fused_attn: bool = True,
-                 **block_kwargs: float | bool):
+                 shift: bool = True, **block_kwargs: float | bool):
         super().__init__()
         self.downsample: nn.Module = PatchMerging(in_dim, dim) if downsample else nn.Identity()
+        shifted = window_size // 2  # §3.2: displaced by floor(M/2) in every second block
         self.blocks = nn.Sequential(*[
-            SwinBlock(dim, num_heads, window_size, shift=0 if j % 2 == 0 else window_size // 2,
+            SwinBlock(dim, num_heads, window_size, shift=shifted if shift and j % 2 else 0,
                       drop_path=drop_path[j], fused_attn=fused_attn, **block_kwargs)
             for j in range(depth)])
 
@@ -484,18 +532,26 @@ class Stage:
 
 
 class SwinTransformer(ZooModel):
-    """Patch partition + embedding, four stages of Swin blocks, LayerNorm, global pool, fc."""
+    """Patch partition + embedding, four stages of Swin blocks, LayerNorm, global pool, fc.
+
+    ``shift`` (default True, the paper): shifted windows in every second block; False is Table
+    4's "w/o shifting" (regular windows everywhere: no cyclic shift, no mask). ``rel_pos_bias``
+    (default True, the paper): the relative position bias B of eq. (4); False is Table 4's "no
+    pos." (no bias tables). Both are kept as attributes of these names.
+    """
 
     def __init__(self, stages: Sequence[Stage], window_size: int = 7, patch_size: int = 4,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, num_classes: int = 1000,
                  in_chans: int = 3, drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.2,
-                 fused_attn: bool = True, global_pool: str = "avg"):
+                 fused_attn: bool = True, global_pool: str = "avg", shift: bool = True,
+                 rel_pos_bias: bool = True):
         super().__init__()
         if window_size < 1 or patch_size < 1:
             raise ValueError("window_size and patch_size must be positive")
         self.num_classes, self.in_chans = num_classes, in_chans
         self.window_size, self.patch_size, self.fused_attn = window_size, patch_size, fused_attn
+        self.shift, self.rel_pos_bias = shift, rel_pos_bias  # Table 4's ablation switches
         self.arch = tuple(stages)
         self.patch_embed = PatchEmbed(in_chans, stages[0].dim, patch_size)
 
@@ -509,8 +565,9 @@ class SwinTransformer(ZooModel):
                 reduction *= 2
             layers.append(SwinStage(in_dim, s.dim, s.layers, s.heads, window_size,
                                     downsample=i > 0, drop_path=dpr[blocks:blocks + s.layers],
-                                    fused_attn=fused_attn, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                                    drop=proj_drop_rate, attn_drop=attn_drop_rate))
+                                    fused_attn=fused_attn, shift=shift, mlp_ratio=mlp_ratio,
+                                    qkv_bias=qkv_bias, drop=proj_drop_rate,
+                                    attn_drop=attn_drop_rate, rel_pos_bias=rel_pos_bias))
             self.feature_info.append({"name": f"stage{i + 1}", "channels": s.dim,
                                       "reduction": reduction, "module": f"stages.{i}"})
             blocks += s.layers
@@ -610,7 +667,7 @@ class SwinTransformer(ZooModel):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, WindowAttention):
+            elif isinstance(m, WindowAttention) and m.relative_position_bias_table is not None:
                 nn.init.trunc_normal_(m.relative_position_bias_table, std=0.02)
 
     def init_non_persistent_buffers(self) -> None:
@@ -621,16 +678,39 @@ class SwinTransformer(ZooModel):
                 m.init_buffers()
 
     def adapt_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Resample bias tables of another window size to ours (fine-tuning 224 -> 384)."""
+        """Resample bias tables of another window size to ours (fine-tuning 224 -> 384).
+
+        Without bias tables (``rel_pos_bias=False``) the weights' tables are left in place, so
+        the strict loader (``visionzoo.ports.load_strict``: ``port()``, ``create_model(
+        pretrained=...)``) refuses them as unexpected keys instead of dropping B silently.
+        """
         out = dict(state_dict)
         for name, module in self.named_modules():
-            if isinstance(module, WindowAttention):
+            if isinstance(module, WindowAttention) and module.rel_pos_bias:
                 key = f"{name}.relative_position_bias_table"
                 table = out.get(key)
                 if (table is not None and table.ndim == 2 and table.shape[1] == module.num_heads
                         and table.shape != module.relative_position_bias_table.shape):
                     out[key] = resample_relative_position_bias(table, module.window_size)
         return out
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict,
+                              strict: bool, missing_keys: list, unexpected_keys: list,
+                              error_msgs: list) -> None:
+        # weights with bias tables would lose B in a model without it: an error even with
+        # strict=False (as a shape mismatch is), naming the flag rather than only the keys
+        if not self.rel_pos_bias:
+            tables = [k for k in state_dict
+                      if k.startswith(prefix) and k.endswith("relative_position_bias_table")]
+            if tables:
+                error_msgs.append(
+                    f"the weights hold {len(tables)} relative position bias tables (e.g. "
+                    f"{tables[0]}) but this model was built with rel_pos_bias=False (Table 4's "
+                    f"'no pos.', no bias B): build it with rel_pos_bias=True for these weights, "
+                    f"or remove the *.relative_position_bias_table keys to start the ablation "
+                    f"from them deliberately")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
 
 # ---------------------------------------------------------------------------------------------
