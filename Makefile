@@ -28,9 +28,14 @@ $(FMNIST):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
 
 # The whole test suite (no network; about 13-17 minutes on 2 cores): the xdist run, then the few
-# tests marked serial in one plain process.
+# tests marked serial in one plain process. Now and then an xdist worker dies late in the suite
+# with no traceback and no OOM kill (seen on CI and here, on different tests; cause not found):
+# a test whose worker died is run once more (pytest-rerunfailures' crash recovery; the summary
+# counts it as "rerun" and tests/conftest.py prints where the worker was). --only-rerun with a
+# pattern no failure message contains keeps every ordinary failure a failure, never rerun.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q -m "not serial"
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q -m "not serial" --reruns 1 \
+		--only-rerun "only-a-crashed-worker-is-rerun"
 	$(BIN)/python -m pytest -p no:xdist -q -m serial
 
 lint: $(STAMP)

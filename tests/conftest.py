@@ -76,7 +76,7 @@ def pytest_runtest_logstart(nodeid: str, location: object) -> None:
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     folder = os.environ.get("VZ_TESTLOG_DIR")
     crashed = any("crashed while running" in str(getattr(r, "longrepr", ""))
-                  for r in terminalreporter.stats.get("failed", []))
+                  for key in ("failed", "rerun") for r in terminalreporter.stats.get(key, []))
     if hasattr(config, "workerinput") or not folder or not crashed:
         return
     tr = terminalreporter

@@ -429,9 +429,15 @@ def _lite_info(n: int, params: str, madds: str, madds_unit: str, top1: str, exac
 
 
 def _efficientnet(variant: str, **kwargs) -> EfficientNet:
+    """The variant's (width, depth, resolution, dropout); ``width``/``depth``/``resolution`` given
+    as arguments rescale it (§3.3: the scaling experiments of Fig. 8 / Table 3 start from B0, e.g.
+    ``efficientnet_b0(width=1.1, depth=1.2)`` is phi = 1 of ``compound_scaling`` without the
+    resolution, which is the input's)."""
     s = SCALING[variant]
     kwargs.setdefault("drop_rate", s.dropout)
-    return EfficientNet(width=s.width, depth=s.depth, resolution=s.resolution, **kwargs)
+    for key in ("width", "depth", "resolution"):
+        kwargs.setdefault(key, getattr(s, key))
+    return EfficientNet(**kwargs)
 
 
 def _lite(variant: str, **kwargs) -> EfficientNet:
