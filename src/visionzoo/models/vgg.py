@@ -35,6 +35,24 @@ Deviations
 ----------
 * ``batch_norm=True`` (``vgg*_bn``): BatchNorm after every conv, before the ReLU; not in the paper
   (it predates BN), added by torchvision/timm. The convs keep their biases, as in their weights.
+
+Ablation / small-input switches
+-------------------------------
+Adaptations for training Table 3's configurations small (``visionzoo ablate vgg``); the defaults
+are the paper's network, so neither changes a default build (or Table 2's counts).
+
+* ``width_mult`` (default 1.0): multiplies every conv's channels and the width of fc6/fc7, each
+  rounded half up and kept >= 1: ``max(1, int(c * width_mult + 0.5))``. At 0.125 Table 1's
+  64/128/256/512 convs become 8/16/32/64 and FC-4096 becomes FC-512; the number of layers (the
+  depth that Table 3 compares) is unchanged.
+* ``fc6_window`` (default 7): the side of the pool5 window fc6 covers (the head's ``grid``). The
+  paper's 7 is pool5's size at its 224 training crops. At a 32x32 input pool5 is 1x1; the default
+  repeats it up to 7x7 (see above), which works but gives fc6 49 weights per input value that all
+  see the same number: 49 x the parameters for what is in effect one FC layer (whose weight is
+  the sum of the 49 copies). ``fc6_window=1`` makes fc6 an ordinary FC layer on the 1x1 pool5
+  map, which is what fc6 is at 224 (its window is all of pool5): use it with 32x32 inputs. On
+  larger inputs dense evaluation slides the 1x1 window (scores averaged over pool5's positions)
+  and ``fc_input="adaptive"`` pools pool5 to 1x1 first.
 """
 
 from __future__ import annotations
@@ -178,6 +196,11 @@ class VGGHead(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
+def scale_width(channels: int, width_mult: float) -> int:
+    """Table 1's width ``channels`` times ``width_mult``, rounded half up, at least 1."""
+    return max(1, int(channels * width_mult + 0.5))
+
+
 def _check_pool(pool_type: str) -> str:
     if pool_type not in ("avg", "max"):
         raise ValueError(f"VGG's global_pool (over the positions of the dense fc7 map) must be "
@@ -190,14 +213,22 @@ class VGG(ZooModel):
 
     def __init__(self, config: str = "D", batch_norm: bool = False, lrn: bool = False,
                  fc_input: str = "dense", drop_rate: float = 0.5, num_classes: int = 1000,
-                 in_chans: int = 3, global_pool: str = "avg"):
+                 in_chans: int = 3, global_pool: str = "avg", width_mult: float = 1.0,
+                 fc6_window: int = 7):
         super().__init__()
         if config not in TABLE1:
             raise ValueError(f"config must be one of {sorted(TABLE1)} (Table 1); got {config!r}")
         if fc_input not in FC_INPUT_MODES:
             raise ValueError(f"fc_input must be one of {FC_INPUT_MODES}; got {fc_input!r}")
+        if not (isinstance(width_mult, (int, float)) and 0 < width_mult < float("inf")):
+            raise ValueError(f"width_mult must be a number > 0 (1.0: Table 1's widths; e.g. "
+                             f"0.125: 8..64 channels, FC-512); got {width_mult!r}")
+        if not (isinstance(fc6_window, int) and fc6_window >= 1):
+            raise ValueError(f"fc6_window must be an integer >= 1 (7: the paper's 7x7 pool5 "
+                             f"at 224; 1 for 32x32 inputs); got {fc6_window!r}")
         self.num_classes, self.in_chans = num_classes, in_chans
         self.config, self.batch_norm, self.lrn, self.fc_input = config, batch_norm, lrn, fc_input
+        self.width_mult, self.fc6_window = width_mult, fc6_window
         self.stages = nn.ModuleList()
         self.pools = nn.ModuleList()
         self.feature_info = []
@@ -205,12 +236,13 @@ class VGG(ZooModel):
         for i, stack in enumerate(TABLE1[config]):
             layers: list[nn.Module] = []
             for j, conv in enumerate(stack):
-                layers.append(ConvNormAct(in_chs, conv.channels, conv.kernel, norm=batch_norm,
+                out_chs = scale_width(conv.channels, width_mult)
+                layers.append(ConvNormAct(in_chs, out_chs, conv.kernel, norm=batch_norm,
                                           bias=True))
                 if lrn and i == 0 and j == 0:  # A-LRN: "conv3-64, LRN" (Table 1)
                     # Krizhevsky et al.'s constants; PyTorch divides alpha by n, hence n * 1e-4
                     layers.append(nn.LocalResponseNorm(5, alpha=5 * 1e-4, beta=0.75, k=2.0))
-                in_chs = conv.channels
+                in_chs = out_chs
             self.stages.append(nn.Sequential(*layers))
             self.pools.append(nn.MaxPool2d(2, stride=2))
             self.feature_info.append({"name": f"conv{i + 1}", "channels": in_chs,
@@ -219,7 +251,9 @@ class VGG(ZooModel):
                                   "reduction": 2 ** len(self.stages),
                                   "module": f"pools.{len(self.stages) - 1}"})
         self.num_features = in_chs
-        self.head = VGGHead(in_chs, num_classes, fc_input, drop_rate, pool_type=global_pool)
+        self.head = VGGHead(in_chs, num_classes, fc_input, drop_rate,
+                            width=scale_width(4096, width_mult), grid=fc6_window,
+                            pool_type=global_pool)
         self.pretrained_cfg = default_cfg()
         self.init_weights(fc=False)
 
