@@ -27,7 +27,7 @@ demo: $(STAMP) $(FMNIST)
 $(FMNIST):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
 
-# The whole test suite (no network; about 13-17 minutes on 2 cores): the xdist run, then the few
+# The whole test suite (no network; about 15-20 minutes on 2 cores): the xdist run, then the few
 # tests marked serial in one plain process. Now and then an xdist worker dies late in the suite
 # with no traceback and no OOM kill (seen on CI and here, on different tests; cause not found):
 # a test whose worker died is run once more (pytest-rerunfailures' crash recovery; the summary

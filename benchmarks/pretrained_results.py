@@ -45,12 +45,9 @@ REFERENCE_SOURCES = ("torchvision", "timm", "efficientnet_pytorch")
 
 
 def _human(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{suffix}"
-    return f"{n:.0f}"
+    from visionzoo.profile import human
+
+    return "-" if n is None else human(n)
 
 
 def _one_line(e: BaseException) -> str:

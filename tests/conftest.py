@@ -32,6 +32,26 @@ def rng_input():
     return make
 
 
+def assert_one_sgd_step(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
+                        num_classes: int) -> None:
+    """Finite logits of the right shape, finite non-zero gradients, and one SGD step that changes
+    the weights and keeps the logits finite (``model`` in train mode)."""
+    import torch.nn.functional as F
+
+    logits = model(x)
+    assert logits.shape == (len(x), num_classes) and torch.isfinite(logits).all()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    F.cross_entropy(logits, target).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+    with torch.no_grad():
+        assert torch.isfinite(model.eval()(x)).all()
+
+
 def run_cli(*args: str, ok: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
     """``visionzoo ARGS`` in a subprocess (one thread); ``ok`` asserts exit status 0."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

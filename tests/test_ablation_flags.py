@@ -23,7 +23,7 @@ from visionzoo.models import resnet as resnet_module
 from visionzoo.models import shufflenet_v1 as shufflenet_module
 from visionzoo.registry import InvalidArgumentError, builder, list_models, model_arguments
 
-from conftest import randomize_
+from conftest import assert_one_sgd_step, randomize_
 
 SIZES = {"resnet20": 32, "resnet56": 32, "resnet18": 64, "resnet50": 64, "mobilenet_v2": 32,
          "shufflenet_v1_g1": 64, "shufflenet_v1_g3": 64, "shufflenet_v1_g8": 64}
@@ -75,17 +75,7 @@ def test_builds_gives_finite_logits_and_trains_one_step(name, flags):
     torch.manual_seed(0)
     model = vz.create_model(name, num_classes=5, **flags).train()
     x, target = _input(name), torch.tensor([1, 3])
-    logits = model(x)
-    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    F.cross_entropy(logits, target).backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert sum(g.abs().sum() for g in grads) > 0
-    before = [p.detach().clone() for p in model.parameters()]
-    opt.step()
-    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
-    assert torch.isfinite(_logits(model, x)).all()
+    assert_one_sgd_step(model, x, target, 5)
 
 
 @pytest.mark.parametrize(("name", "flags"), DEFAULTS, ids=_ids(DEFAULTS))

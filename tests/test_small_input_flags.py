@@ -17,7 +17,7 @@ import visionzoo as vz
 from visionzoo.models.densenet import DenseNet
 from visionzoo.models.vgg import VGG
 
-from conftest import randomize_
+from conftest import assert_one_sgd_step, randomize_
 
 # (model, flags, input side)
 VGG_SMALL = [(name, {"width_mult": 0.125, "fc6_window": window}, 32)
@@ -63,17 +63,7 @@ def test_builds_gives_finite_logits_and_trains_one_step(name, flags, side):
     torch.manual_seed(0)
     model = vz.create_model(name, num_classes=10, in_chans=1, **flags).train()
     x, target = _input(side, batch=4, chans=1), torch.tensor([1, 3, 5, 7])
-    logits = model(x)
-    assert logits.shape == (4, 10) and torch.isfinite(logits).all()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    F.cross_entropy(logits, target).backward()
-    grads = [p.grad for p in model.parameters()]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert sum(g.abs().sum() for g in grads) > 0
-    before = [p.detach().clone() for p in model.parameters()]
-    opt.step()
-    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
-    assert torch.isfinite(_logits(model, x)).all()
+    assert_one_sgd_step(model, x, target, 10)
 
 
 @pytest.mark.parametrize(("name", "flags", "side"), CASES, ids=_ids(CASES))
