@@ -69,7 +69,25 @@ def main() -> int:
             + summary_table())
     (OUT / "README.md").write_text(text)
     print(text)
+    update_readme(ROOT / "README.md")
     return 0
+
+
+README_START, README_END = "<!-- ablations:start -->", "<!-- ablations:end -->"
+
+
+def update_readme(readme: Path) -> None:
+    """The same table between the README's ablation markers, its links made relative to the
+    repository root (nothing outside the markers is touched)."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        print(f"{readme} has no {README_START} ... {README_END} block; not updated")
+        return
+    table = summary_table().replace("](", "](benchmarks/results/ablations/")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{table.rstrip()}\n{README_END}{tail}")
+    print(f"updated {readme}")
 
 
 if __name__ == "__main__":

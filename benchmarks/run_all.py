@@ -290,9 +290,9 @@ def section_export(out: Path, args: argparse.Namespace) -> None:
            "--out", str(out / "export_matrix.md"), "--threads", str(args.threads)]
     if args.quick:
         cmd += ["--models", "resnet20", "resnet18", "--formats", "torchscript", "exported",
-                "--size", "32", "--no-readme"]
+                "--size", "32"]
     elif args.models:
-        cmd += ["--models", *args.models, "--no-readme"]  # a partial matrix stays out of README
+        cmd += ["--models", *args.models]
     log("export: " + " ".join(cmd[1:]))
     subprocess.run(cmd, check=False)
 

@@ -1,14 +1,15 @@
 """Generate the export matrix (every registered model x ONNX / TorchScript / torch.export) into
-the README, between ``<!-- export-matrix:start -->`` and ``<!-- export-matrix:end -->``.
+benchmarks/results/export_matrix.md (the README links it).
 
     python scripts/export_matrix.py                 # every model, its paper input size
-    python scripts/export_matrix.py --models 'resnet*' --formats onnx torchscript
-    python scripts/export_matrix.py --out benchmarks/results/export_matrix.md --no-readme
+    python scripts/export_matrix.py --models 'resnet*' --formats onnx torchscript --out m.md
+    python scripts/export_matrix.py --readme F.md   # also between the markers of a Markdown file
 
 Each model runs in its own subprocess (a crash or a hang in one exporter cannot take the others
 down; ``--timeout`` per model). Weights are random (export does not depend on their values);
 each cell is checked for parity by reloading the artifact (onnxruntime, torch.jit.load,
-torch.export.load) at batch 1 and 3. Nothing outside the markers is touched.
+torch.export.load) at batch 1 and 3. With --readme, nothing outside
+``<!-- export-matrix:start -->`` and ``<!-- export-matrix:end -->`` is touched.
 """
 
 from __future__ import annotations
@@ -72,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, help="input H = W for every model (default: the paper's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--timeout", type=float, default=900, help="seconds per model")
-    p.add_argument("--readme", default=str(ROOT / "README.md"))
-    p.add_argument("--no-readme", action="store_true", help="do not touch the README")
-    p.add_argument("--out", help="also write the table to this Markdown file")
+    p.add_argument("--readme", help="also replace the block between the export-matrix markers "
+                                    "of this Markdown file")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "export_matrix.md"),
+                   help="the Markdown file to write (default benchmarks/results/export_matrix.md)")
     args = p.parse_args(argv)
 
     from visionzoo.export import format_matrix
@@ -95,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             f"onnxruntime {_version('onnxruntime')}, {time.strftime('%Y-%m-%d')}); random "
             f"weights, each model at its paper input size unless noted.")
     block = format_matrix(rows, note)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(block)
-    if not args.no_readme:
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(block)
+    print(f"wrote {args.out}", file=sys.stderr)
+    if args.readme:
         readme = Path(args.readme)
         readme.write_text(replace_block(readme.read_text(), block))
         print(f"updated {readme}", file=sys.stderr)

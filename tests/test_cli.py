@@ -21,10 +21,38 @@ run = run_cli
 def test_list():
     out = run("list", "resnet*").stdout
     lines = out.splitlines()
-    assert lines[0].split()[:5] == ["model", "family", "input", "params", "MACs"]
+    assert lines[0].split() == ["model", "family", "input", "params", "MACs", "weights", "paper"]
     row = next(x for x in lines if x.startswith("resnet50 "))
-    assert "25.56M" in row and "3.86G" in row and "arXiv 1512.03385" in row
+    assert "25.56M" in row and "3.86G" in row and "Deep Residual Learning" in row
+    tags = vz.pretrained.pretrained_tags("resnet50")
+    best = max(t.top1 for t in tags if t.top1 is not None)
+    assert f"{len(tags)}, {best:.1f}%" in row
     assert "resnet110" in out and "10 models" in out
+    assert all(len(x) <= 120 for x in lines), max(lines, key=len)
+
+
+def test_list_fits_120_columns_and_reads_the_checked_table(monkeypatch, capsys):
+    """Every line fits 120 columns (long paper titles are cut, the full one is in `info`); the
+    params/MACs come from model_table.json, and verify fails a model whose entry is stale."""
+    import importlib
+
+    prof_mod = importlib.import_module("visionzoo.profile")
+    from visionzoo.cli import main
+
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(vz.list_models()) + 3
+    assert all(len(x) <= 120 for x in lines), max(lines, key=len)
+    assert any(x.endswith("...") for x in lines)  # AlexNet's title is longer than the room
+    assert not any("arXiv" in x for x in lines)
+    table = dict(prof_mod.model_table())
+    assert set(table) == set(vz.list_models())
+    table["resnet18"] = {**table["resnet18"], "macs": table["resnet18"]["macs"] + 1}
+    monkeypatch.setattr(prof_mod, "model_table", lambda: table)
+    bad = [r for r in vz.verify("resnet18") if not r.passed]
+    assert [(r.metric, r.kind) for r in bad] == [("macs", "table")]
+    assert "scripts/model_table.py" in bad[0].note
+    assert prof_mod.table_stats("resnet18")[1] == table["resnet18"]["macs"]  # read, not measured
 
 
 def test_info_resnet50_reads_like_table1():
@@ -257,3 +285,60 @@ def test_empty_class_folder_is_a_one_line_warning(tmp_path, capsys, monkeypatch)
     assert lines[0] == (f"visionzoo train: warning: {tmp_path / 'd' / 'train' / 'empty_class'} "
                         f"holds no images: it is not a class")
     assert lines[1].startswith("visionzoo train: error:") and "foo" in lines[1]
+
+
+MODEL_COMMANDS = {  # the rest of each command line, after the model
+    "info": [], "export": ["--format", "onnx"], "deploy": ["--random"],
+    "train": ["--data", "fashion-mnist"], "eval": ["--checkpoint", "c.safetensors", "--data", "d"],
+    "validate": ["imagenet/"], "bench": [], "predict": ["cat.jpg", "--pretrained", "true"]}
+
+
+@pytest.mark.parametrize("command", sorted(MODEL_COMMANDS))
+def test_every_command_takes_the_model_positionally_and_as_dash_m(command):
+    from visionzoo import cli
+
+    parser = cli.build_parser()
+    rest = MODEL_COMMANDS[command]
+
+    def model_of(argv: list[str]) -> list[str] | str:
+        args = parser.parse_args(argv)
+        if command == "bench":
+            return [*args.models, *(args.model_opt or [])]
+        if command == "predict":
+            cli._predict_model_from_images(args)
+            assert args.images == ["cat.jpg"]
+            return args.model
+        if command == "validate":
+            return cli._validate_model(args)
+        return cli._model_arg(args)
+
+    expected = ["resnet18"] if command == "bench" else "resnet18"
+    assert model_of([command, "resnet18", *rest]) == expected
+    assert model_of([command, "-m", "resnet18", *rest]) == expected
+    assert model_of([command, "--model", "resnet18", *rest]) == expected
+
+
+@pytest.mark.parametrize("argv", [["info"], ["export", "--format", "onnx"], ["deploy", "--random"],
+                                  ["bench"]])
+def test_a_command_without_its_model_says_how_to_give_one(argv, capsys):
+    from visionzoo.cli import main
+
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "-m MODEL" in err and err.count("\n") == 1, err
+
+
+def test_short_batch_and_worker_flags_as_in_timm():
+    from visionzoo.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["predict", "-b", "3", "x.png", "--pretrained", "t"]).batch_size == 3
+    assert p.parse_args(["bench", "resnet18", "-b", "1,4"]).batch == "1,4"
+    args = p.parse_args(["eval", "resnet18", "--checkpoint", "c", "--data", "d", "-b", "7",
+                         "-j", "2"])
+    assert (args.batch_size, args.workers) == (7, "2")
+    args = p.parse_args(["validate", "resnet18", "dir", "-b", "5", "-j", "1"])
+    assert (args.batch_size, args.workers) == (5, 1)
+    args = p.parse_args(["train", "resnet18", "--data", "d", "-b", "9", "-j", "3"])
+    assert (args.rk_batch_size, args.rk_workers) == ("9", "3") or \
+        (str(args.rk_batch_size), str(args.rk_workers)) == ("9", "3")

@@ -5,6 +5,7 @@ save_checkpoint, load_checkpoint, profile, verify, optimize, deploy, load_deploy
 evaluate, resolve_data_config, create_transform.
 """
 
+from visionzoo.cam import grad_cam
 from visionzoo.checkpoint import CheckpointError, save_checkpoint
 from visionzoo.data.config import create_transform, resolve_data_config
 from visionzoo.deploy import Deployed, DeployError, deploy, load_deployed
@@ -41,6 +42,7 @@ __all__ = [
     "deploy",
     "evaluate",
     "get_pretrained",
+    "grad_cam",
     "list_models",
     "list_ports",
     "list_pretrained",

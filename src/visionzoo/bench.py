@@ -104,6 +104,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from visionzoo.extras import MissingExtraError, MissingExtraWarning, require_pyplot
 from visionzoo.profile import count_params
 from visionzoo.registry import list_models, model_info
 
@@ -219,12 +220,9 @@ class BenchReport:
 
     def plot(self, path: str | Path, mode: str = "infer") -> Path:
         """PNG: throughput against MACs per image (log-log), one marker style per implementation,
-        at the largest batch measured."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
+        at the largest batch measured. Raises MissingExtraError without matplotlib."""
+        plt = require_pyplot("the throughput plot (bench --plot)")
+        import matplotlib.ticker  # importable: require_pyplot succeeded
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -268,7 +266,8 @@ class BenchReport:
         return path
 
     def save(self, prefix: str | Path) -> dict[str, Path]:
-        """Write ``prefix``.md / .csv / .json / .png; returns the paths by format."""
+        """Write ``prefix``.md / .csv / .json / .png; returns the paths by format. The PNG is
+        left out, with a MissingExtraWarning, without matplotlib (the ``[plots]`` extra)."""
         prefix = Path(prefix)
         prefix.parent.mkdir(parents=True, exist_ok=True)
         out = {}
@@ -276,7 +275,11 @@ class BenchReport:
             p = prefix.with_name(prefix.name + f".{fmt}")
             p.write_text(self.format(fmt))
             out[fmt] = p
-        out["png"] = self.plot(prefix.with_name(prefix.name + ".png"))
+        png = prefix.with_name(prefix.name + ".png")
+        try:
+            out["png"] = self.plot(png)
+        except MissingExtraError as e:
+            warnings.warn(f"skipped {png.name}: {e}", MissingExtraWarning, stacklevel=2)
         return out
 
 

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+from visionzoo.extras import MissingExtraError, MissingExtraWarning, require_pyplot
 
 __all__ = ["METRIC_COLUMNS", "Callback", "CurvesPNG", "MetricsCSV", "TensorBoardLogger",
            "as_callbacks", "plot_curves"]
@@ -78,15 +81,25 @@ class MetricsCSV:
 
 
 class CurvesPNG:
-    """``curves.png``: loss and top-1 per epoch, train and validation, redrawn each epoch."""
+    """``curves.png``: loss and top-1 per epoch, train and validation, redrawn each epoch.
+
+    Without matplotlib (the ``[plots]`` extra) the plot is a by-product training can do
+    without: one MissingExtraWarning at the first epoch, then nothing."""
 
     def __init__(self, path: str | Path, title: str = "",
                  history: Sequence[Mapping[str, Any]] = ()):
         self.path, self.title, self.rows = Path(path), title, [dict(r) for r in history]
+        self.skipped = False
 
     def on_epoch_end(self, metrics: dict[str, Any]) -> None:
         self.rows.append(dict(metrics))
-        plot_curves(self.path, self.rows, self.title)
+        if self.skipped:
+            return
+        try:
+            plot_curves(self.path, self.rows, self.title)
+        except MissingExtraError as e:
+            self.skipped = True
+            warnings.warn(f"skipped {self.path.name}: {e}", MissingExtraWarning, stacklevel=2)
 
 
 # TensorBoard tag -> metrics key
@@ -109,8 +122,6 @@ class TensorBoardLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            from visionzoo.export import MissingExtraError
-
             raise MissingExtraError("log: tensorboard needs the tensorboard package: pip install "
                                     "'visionzoo[tensorboard]'") from None
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
@@ -126,11 +137,9 @@ class TensorBoardLogger:
 
 
 def plot_curves(path: Path, history: Sequence[Mapping[str, Any]], title: str = "") -> None:
-    """Loss and top-1 accuracy per epoch, train and validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Loss and top-1 accuracy per epoch, train and validation. Raises MissingExtraError
+    without matplotlib."""
+    plt = require_pyplot("the training-curves plot")
 
     ep = [r["epoch"] for r in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -146,7 +155,7 @@ def plot_curves(path: Path, history: Sequence[Mapping[str, Any]], title: str = "
                 label="val top-1 (EMA)")
     a2.set_xlabel("epoch")
     a2.set_ylabel("accuracy (%)")
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # importable: require_pyplot succeeded
 
     for a in (a1, a2):
         a.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs

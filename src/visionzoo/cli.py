@@ -85,25 +85,44 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+LIST_WIDTH = 120  # `visionzoo list` lines fit this many columns (the paper title is cut)
+
+
+def _weights_cell(name: str) -> str:
+    """``N, best%``: the model's pretrained tags and the best published top-1 among them."""
+    from visionzoo.pretrained import pretrained_tags
+
+    tags = pretrained_tags(name)
+    if not tags:
+        return "-"
+    best = max((t.top1 for t in tags if t.top1 is not None), default=None)
+    return f"{len(tags)}" + (f", {best:.1f}%" if best is not None else "")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.pretrained:
         return _list_pretrained(args.patterns)
-    from visionzoo.profile import human, profile
+    from visionzoo.profile import human, table_stats
     from visionzoo.registry import list_models, model_info
 
     names = list_models(args.patterns or "*")
     if not names:
         raise UserError(f"no model matches {' '.join(args.patterns)}")
-    rows = [["model", "family", "input", "params", "MACs", "paper"]]
+    rows = [["model", "family", "input", "params", "MACs", "weights", "paper"]]
     for name in names:
         info = model_info(name)
-        prof = profile(name)
+        params, macs = table_stats(name)  # the committed table; measured only if missing
         rows.append([name, info.family, "x".join(map(str, info.input_size[1:])),
-                     human(prof.params), human(prof.macs), f"{info.paper} (arXiv {info.arxiv})"])
+                     human(params), human(macs), _weights_cell(name), info.paper])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    room = max(LIST_WIDTH - sum(widths) - 2 * len(widths), 20)
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
-    print(f"{len(names)} models; MACs = multiply-accumulates at the input size shown")
+        title = r[-1] if len(r[-1]) <= room else r[-1][:room - 3].rstrip() + "..."
+        print(("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  "
+               + title).rstrip())
+    print(f"{len(names)} models; MACs = multiply-accumulates at the input size shown; the full "
+          f"paper title in `visionzoo info MODEL`\nweights = pretrained tags, and the best "
+          f"ImageNet top-1 their sources publish (`visionzoo list --pretrained` lists them)")
     return 0
 
 
@@ -116,8 +135,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     from visionzoo.profile import format_info
     from visionzoo.registry import model_info
 
+    args.model = _required_model(args, "info")
     _at_least(args.size, 1, "--size")
     _at_least(args.in_chans, 1, "--in-chans")
+    if args.plot:
+        from visionzoo.diagram import DIAGRAM_SUFFIXES
+
+        if Path(args.plot).suffix.lower() not in DIAGRAM_SUFFIXES:
+            raise UserError(f"--plot {args.plot}: the diagram must end in "
+                            f"{', '.join(DIAGRAM_SUFFIXES[:-1])} or {DIAGRAM_SUFFIXES[-1]}")
+        from visionzoo.extras import require_pyplot
+
+        require_pyplot("the architecture diagram")  # before the table is computed and printed
     paper = model_info(args.model).input_size  # unknown names fail here, with suggestions
     size = None
     if args.size is not None:
@@ -134,6 +163,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         with torch.device("meta"):  # nothing allocated or computed
             create_model(args.model, **overrides)
     print(format_info(args.model, size, **overrides))
+    if args.plot:
+        from visionzoo.diagram import plot_architecture
+
+        print(f"wrote {plot_architecture(args.model, args.plot, size, **overrides)}")
     return 0
 
 
@@ -181,11 +214,14 @@ def _add_list(p: argparse.ArgumentParser) -> None:
 
 
 def _add_info(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
+    _add_model_arg(p)
     p.add_argument("--size", type=int, help="input height = width (default: the paper's)")
     p.add_argument("--in-chans", type=int, default=3)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="constructor flag, e.g. --set stride_in_1x1=False (repeatable)")
+    p.add_argument("--plot", metavar="OUT.png",
+                   help="also draw the stage table as a block diagram (.png, .svg or .pdf; "
+                        "needs matplotlib)")
 
 
 def _add_verify(p: argparse.ArgumentParser) -> None:
@@ -221,12 +257,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from visionzoo.predict import PredictError, format_predictions, load_classifier, predict
 
+    _predict_model_from_images(args)
     if args.weights and not args.model:
         raise UserError("--weights needs --model (the registered name the weights are for)")
     if args.pretrained is not None and not args.model:
         raise UserError("--pretrained needs --model (the registered name the weights are for)")
     for flag in ("topk", "batch_size", "threads"):
         _at_least(getattr(args, flag), 1, "--" + flag.replace("_", "-"))
+    if args.cam:
+        _check_cam(args)
     if args.deployed:
         from visionzoo.deploy import load_deployed
         from visionzoo.predict import class_names_for
@@ -260,7 +299,55 @@ def cmd_predict(args: argparse.Namespace) -> int:
                          indent=2))
     elif len(failed) < len(results):
         print(format_predictions(results))
+    if args.cam:
+        _write_cams(model, names, results, args.cam)
     return 1 if failed else 0
+
+
+def _check_cam(args: argparse.Namespace) -> None:
+    """--cam before any model is loaded: an image suffix, the eager model, pyplot."""
+    from visionzoo.cam import CAM_SUFFIXES
+    from visionzoo.extras import require_pyplot
+
+    if args.deployed or args.runtime:
+        raise UserError("--cam needs the eager model's gradients (Grad-CAM); drop "
+                        f"{'--deployed' if args.deployed else '--runtime'}")
+    if Path(args.cam).suffix.lower() not in CAM_SUFFIXES:
+        raise UserError(f"--cam {args.cam}: the image must end in "
+                        f"{', '.join(CAM_SUFFIXES[:-1])} or {CAM_SUFFIXES[-1]}")
+    require_pyplot("Grad-CAM overlays")
+
+
+def _cam_paths(out: str, images: Sequence[str]) -> list[Path]:
+    """OUT for one image; else OUT's stem + "-" + each image's stem + OUT's suffix, with "-2",
+    "-3", ... where two images share a stem (a/cat.png and b/cat.png)."""
+    base = Path(out).expanduser()
+    if len(images) == 1:
+        return [base]
+    paths: list[Path] = []
+    taken: set[str] = set()
+    for image in images:
+        stem, n = f"{base.stem}-{Path(image).stem}", 1
+        name = stem
+        while name.lower() in taken:
+            n += 1
+            name = f"{stem}-{n}"
+        taken.add(name.lower())
+        paths.append(base.with_name(name + base.suffix))
+    return paths
+
+
+def _write_cams(model: Any, names: Sequence[str] | None, results: Sequence[Any],
+                out: str) -> None:
+    """One Grad-CAM overlay per classified image, of its top-1 class; each path on stderr."""
+    from visionzoo.cam import grad_cam, save_cam
+    from visionzoo.predict import PredictError
+
+    for result, path in zip(results, _cam_paths(out, [r.path for r in results]), strict=True):
+        if isinstance(result, PredictError):
+            continue  # already reported
+        cam = grad_cam(model, result.path, result.top1[0], class_names=names)
+        print(save_cam(cam, path), file=sys.stderr)
 
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
@@ -297,9 +384,25 @@ def _pretrained_classifier(name: str, pretrained: str) -> tuple[Any, list[str]]:
     return model.eval(), class_names_for(num_classes)
 
 
+def _predict_model_from_images(args: argparse.Namespace) -> None:
+    """``predict MODEL IMAGE...``: the first positional is the model when it is a registered
+    name and not an existing file (as every other command takes MODEL positionally)."""
+    from visionzoo.registry import list_models
+
+    first = args.images[0]
+    if first in list_models() and not Path(first).exists():
+        if args.model and args.model != first:
+            raise UserError(f"two models given: {first} and --model {args.model}")
+        args.model, args.images = first, args.images[1:]
+        if not args.images:
+            raise UserError(f"no image given: visionzoo predict {first} IMAGE...")
+
+
 def _add_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any Pillow format)")
-    p.add_argument("--model", help="registered model name (needed with --weights)")
+    p.add_argument("images", nargs="+", metavar="[MODEL] IMAGE",
+                   help="image files (any Pillow format), optionally after the model name")
+    p.add_argument("-m", "--model", help="registered model name (needed with --weights / "
+                                         "--pretrained; or give it before the images)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--weights", help="torchvision/timm/efficientnet_pytorch weights file")
     g.add_argument("--checkpoint", help="visionzoo checkpoint (.safetensors)")
@@ -312,8 +415,11 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                         "PyTorch")
     p.add_argument("--threads", type=int, help="engine threads (default: torch's)")
     p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("-b", "--batch-size", type=int, default=8)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--cam", metavar="OUT.png",
+                   help="also draw the Grad-CAM of each image's top class over it (.png, .svg, "
+                        ".jpg, .pdf; several images: OUT-<image stem>.png); needs matplotlib")
 
 
 COMMANDS += [
@@ -332,6 +438,15 @@ def _model_arg(args: argparse.Namespace) -> str | None:
     if args.model and args.model_opt and args.model != args.model_opt:
         raise UserError(f"two models given: {args.model} and --model {args.model_opt}")
     return args.model or args.model_opt
+
+
+def _required_model(args: argparse.Namespace, command: str) -> str:
+    """MODEL (positional or -m/--model) for the commands that cannot run without one."""
+    name = _model_arg(args)
+    if not name:
+        raise UserError(f"name a model: visionzoo {command} MODEL (or -m MODEL); "
+                        f"`visionzoo list` shows them")
+    return name
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -388,7 +503,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"  {c['class']:<{width}}  {c['accuracy']:7.2%}  ({correct}/{c['images']})")
     if r["skipped"]:
         print(f"skipped {r['skipped']} undecodable images, e.g. {r['skipped_paths'][0]}")
-    print(f"confusion matrix: {r['confusion_png']}; results: {r['json']}")
+    png = f"confusion matrix: {r['confusion_png']}; " if r.get("confusion_png") else ""
+    print(f"{png}results: {r['json']}")  # no PNG without the [plots] extra
     return 0
 
 
@@ -477,6 +593,13 @@ def _validate_weights(args: argparse.Namespace) -> bool | str | Path:
     return True if args.pretrained is None else _pretrained_value(args.pretrained)
 
 
+def _validate_model(args: argparse.Namespace) -> str | None:
+    """MODEL of ``validate MODEL DATA_DIR`` or ``validate -m MODEL DATA_DIR``."""
+    if args.model_opt and args.model and not args.data_dir:  # -m MODEL DATA_DIR
+        args.model, args.data_dir = None, args.model
+    return _model_arg(args)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from visionzoo import create_model, model_info
     from visionzoo.validate import (
@@ -487,9 +610,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         write_results,
     )
 
-    if args.model_opt and args.model and not args.data_dir:  # -m MODEL DATA_DIR
-        args.model, args.data_dir = None, args.model
-    name = _model_arg(args)
+    name = _validate_model(args)
     if not name or not args.data_dir:
         raise UserError("give a model and a folder: visionzoo validate MODEL DATA_DIR (or "
                         "-m MODEL DATA_DIR)")
@@ -548,6 +669,46 @@ COMMANDS += [
 
 
 # ---------------------------------------------------------------------------------------------
+# download (visionzoo.data.download does the work)
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from visionzoo.data.datasets import DataError, find_dataset
+    from visionzoo.data.download import download_dataset
+
+    folder = download_dataset(args.dataset, args.root, base_url=args.base_url,
+                              progress="off" if args.quiet else "auto")
+    print(f"{args.dataset}: {folder}")
+    try:
+        found = find_dataset(args.dataset)[0]
+    except DataError:
+        found = None
+    if found != folder and not args.quiet:  # a --root outside the keyword's search path
+        print(f"visionzoo download: --data {args.dataset} does not look there: pass --data "
+              f"{folder} or set VISIONZOO_DATA={folder.parent}", file=sys.stderr)
+    return 0
+
+
+def _add_download(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", metavar="DATASET", help="fashion-mnist")
+    p.add_argument("--root", metavar="DIR",
+                   help="download into DIR/DATASET (default: $VISIONZOO_DATA, else "
+                        "~/.cache/visionzoo, where the keyword finds it; without --root a "
+                        "Debian copy in /usr/share/datasets is used as it is)")
+    p.add_argument("--base-url", metavar="URL",
+                   help="a mirror holding the files (http(s):// or file://) instead of the "
+                        "public sources")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or messages")
+
+
+COMMANDS += [
+    ("download", "fetch Fashion-MNIST into a user cache (no root needed), checking its "
+     "published checksums", _add_download, cmd_download),
+]
+
+
+# ---------------------------------------------------------------------------------------------
 # bench / export
 # ---------------------------------------------------------------------------------------------
 
@@ -565,11 +726,18 @@ def _int_list(text: str, what: str) -> list[int]:
 def cmd_bench(args: argparse.Namespace) -> int:
     from visionzoo.bench import bench
 
+    args.models = [*args.models, *(args.model_opt or [])]
+    if not args.models:
+        raise UserError("name one or more models: visionzoo bench MODEL... (or -m MODEL)")
     for flag in ("size", "threads", "repeats"):
         _at_least(getattr(args, flag), 1, "--" + flag)
     _at_least(args.warmup, 0, "--warmup")
     log = (lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True)) if args.verbose \
         else None
+    if args.plot:  # the plot is what was asked for: say so before minutes of timing
+        from visionzoo.extras import require
+
+        require("matplotlib", "plots", "bench --plot")
     report = bench(args.models, batches=_int_list(args.batch, "--batch"), size=args.size,
                    threads=args.threads, train=args.train, compare=args.compare,
                    optimize=args.optimize, compile=args.compile, bf16=args.bf16,
@@ -591,6 +759,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from visionzoo.factory import create_model, load_checkpoint
     from visionzoo.registry import model_info
 
+    args.model = _required_model(args, "export")
     info = model_info(args.model)  # unknown names fail here, with suggestions
     _at_least(args.size, 1, "--size")
     if args.checkpoint:
@@ -614,8 +783,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("models", nargs="+", metavar="MODEL", help="names or fnmatch patterns")
-    p.add_argument("--batch", default="1,32", help="comma-separated batch sizes (default 1,32)")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="names or fnmatch patterns")
+    p.add_argument("-m", "--model", dest="model_opt", action="append", metavar="MODEL",
+                   help="the same as MODEL (repeatable)")
+    p.add_argument("-b", "--batch", default="1,32",
+                   help="comma-separated batch sizes (default 1,32)")
     p.add_argument("--size", type=int, help="input height = width (default: the paper's)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--train", action="store_true", help="also time training steps")
@@ -647,7 +819,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
+    _add_model_arg(p)
     p.add_argument("--format", choices=["onnx", "torchscript", "exported"], required=True)
     p.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension")
     p.add_argument("--size", type=int, help="input height = width (default: the paper's)")
@@ -719,6 +891,7 @@ def _calibration_images(paths: Sequence[str], cfg: dict[str, Any]) -> Any:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from visionzoo.deploy import deploy
 
+    args.model = _required_model(args, "deploy")
     _at_least(args.batch_size, 1, "--batch-size")
     _at_least(args.threads, 1, "--threads")
     model = _model_for(args)
@@ -749,7 +922,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _add_deploy(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
+    _add_model_arg(p)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--weights", help="torchvision/timm/efficientnet_pytorch weights file")
     g.add_argument("--checkpoint", help="visionzoo checkpoint (.safetensors)")
@@ -821,6 +994,52 @@ COMMANDS += [
 ]
 
 
+def cmd_site(args: argparse.Namespace) -> int:
+    from visionzoo.site import DEFAULT_ABLATIONS, build_site
+
+    ablations = args.ablations
+    if ablations is None and DEFAULT_ABLATIONS.is_dir():  # run from a checkout of the repo
+        ablations = DEFAULT_ABLATIONS
+    result = build_site(args.out, args.patterns or "*", ablations=ablations, cam=not args.cam_off,
+                        download=args.download,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
+    cams = sorted(result.cam_files)
+    n, k = len(result.models), len(result.papers)
+    print(f"wrote {args.out}: index.html, {n} model page{'s' * (n != 1)} (models/), {k} paper "
+          f"page{'s' * (k != 1)} (papers/), {len(result.files)} files in {result.seconds:.0f} s")
+    if args.cam_off:
+        print("Grad-CAM: not drawn (--no-cam)")
+    else:
+        print(f"Grad-CAM: {len(cams)} of {len(result.models)} models"
+              + (f" ({', '.join(cams[:8])}{', ...' if len(cams) > 8 else ''})" if cams else "")
+              + ("" if args.download else "; the others have no weights on this machine "
+                 "(--download fetches them)") * (len(cams) < len(result.models)))
+    if ablations is None:
+        print(f"ablations: no results folder (--ablations DIR; {DEFAULT_ABLATIONS} in a "
+              f"checkout of the repository)")
+    print(f"view it: python -m http.server -d {args.out}  (then open http://localhost:8000)")
+    return 0
+
+
+def _add_site(p: argparse.ArgumentParser) -> None:
+    p.add_argument("patterns", nargs="*", metavar="PATTERN",
+                   help="models to include (fnmatch, e.g. 'resnet*'); default all")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--ablations", default=None, metavar="DIR",
+                   help="visionzoo ablate results (<paper>/summary.json, ablation.png); default "
+                        "./benchmarks/results/ablations when it exists")
+    p.add_argument("--no-cam", dest="cam_off", action="store_true",
+                   help="skip the Grad-CAM examples")
+    p.add_argument("--download", action="store_true",
+                   help="fetch weights not on this machine for the Grad-CAM examples")
+
+
+COMMANDS += [
+    ("site", "write the static companion site: a page per model and per paper, sortable index",
+     _add_site, cmd_site),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="visionzoo",
@@ -849,7 +1068,8 @@ OUT_KIND = {"train": "folder", "eval": "folder", "deploy": "folder", "ablate": "
 # exception's name. VISIONZOO_DEBUG=1 shows the traceback of any reported error.
 UNCHECKED = (TypeError, KeyError, RuntimeError)
 _LIBRARY_ERRORS = {"visionzoo.deploy": ("DeployError",), "visionzoo.optimize": ("OptimizeError",),
-                   "visionzoo.export": ("ExportError", "MissingExtraError")}
+                   "visionzoo.export": ("ExportError",),
+                   "visionzoo.extras": ("MissingExtraError",)}
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

@@ -47,6 +47,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ from visionzoo.distributed import (
     init_distributed,
     pick_device,
 )
+from visionzoo.extras import MissingExtraError, MissingExtraWarning, require_pyplot
 from visionzoo.optim import ModelEma, build_optimizer, lr_at, lr_scale
 from visionzoo.progress import Progress, format_duration
 from visionzoo.recipes import RECIPE_KEYS, RecipeError, resolve_config, upgrade_keys
@@ -966,8 +968,9 @@ def _finish(run: _Run) -> TrainResult:
                         extra={"class_names": run.classes, "train_config": run.full_cfg,
                                "metrics": final, "weights": weights})
     files = {"model": model_path, "checkpoint": run.ckpt_path,
-             "config": run.run_dir / "config.yaml", "metrics": run.run_dir / "metrics.csv",
-             "curves": run.run_dir / "curves.png"}
+             "config": run.run_dir / "config.yaml", "metrics": run.run_dir / "metrics.csv"}
+    if (run.run_dir / "curves.png").is_file():  # not without the [plots] extra
+        files["curves"] = run.run_dir / "curves.png"
     summary = _finish_summary(run, "completed", final=final,
                               files={k: str(v) for k, v in files.items()})
     if final:
@@ -1007,7 +1010,9 @@ def evaluate(model: nn.Module | str | Path, data: str | DataSource, *,
     is the one the checkpoint was trained with (its ``train_config``), else the model's
     ``pretrained_cfg``. ``amp`` defaults to the training run's. ``split`` defaults to the
     dataset's evaluation split. With ``out_dir``, also writes ``eval_<data>_<split>.json`` and
-    a confusion-matrix PNG there (their paths under ``json`` and ``confusion_png``).
+    a confusion-matrix PNG there (their paths under ``json`` and ``confusion_png``; without
+    matplotlib, the ``[plots]`` extra, the PNG is skipped with a MissingExtraWarning and
+    ``confusion_png`` is None).
     """
     source = data if isinstance(data, DataSource) else open_dataset(str(data))
     net, trained, names, label = _eval_model(model, model_name, source)
@@ -1134,20 +1139,22 @@ def _write_eval_files(result: dict[str, Any], cm: torch.Tensor, source: DataSour
     out.mkdir(parents=True, exist_ok=True)
     stem = f"eval_{source.name}_{result['split']}".replace("/", "_")
     png = out / f"{stem}_confusion.png"
-    plot_confusion(png, cm, source.classes, f"{result['model']} on {source.name} "
-                   f"{result['split']}: top-1 {result['top1']:.2%}")
-    result["confusion_png"] = str(png)
+    try:
+        plot_confusion(png, cm, source.classes, f"{result['model']} on {source.name} "
+                       f"{result['split']}: top-1 {result['top1']:.2%}")
+        result["confusion_png"] = str(png)
+    except MissingExtraError as e:  # a by-product: the numbers are in the JSON
+        warnings.warn(f"skipped {png.name}: {e}", MissingExtraWarning, stacklevel=3)
+        result["confusion_png"] = None
     result["json"] = str(out / f"{stem}.json")
     _write_json(out / f"{stem}.json", result)
 
 
 def plot_confusion(path: Path, confusion: torch.Tensor, classes: list[str],
                    title: str = "") -> None:
-    """Row-normalized confusion matrix (rows: true class, columns: predicted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Row-normalized confusion matrix (rows: true class, columns: predicted). Raises
+    MissingExtraError without matplotlib."""
+    plt = require_pyplot("the confusion-matrix plot")
 
     c = len(classes)
     cm = confusion.double()

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from visionzoo.extras import MissingExtraError
+
 __all__ = ["EXPORT_FORMATS", "PARITY_TOLERANCE", "ExportError", "ExportResult", "MatrixCell",
            "MatrixRow", "MissingExtraError", "export_matrix_row", "export_model", "export_onnx",
            "export_program", "export_torchscript", "format_matrix", "load_exported",
@@ -37,8 +39,6 @@ def _example_input(model: nn.Module, input_size: Sequence[int] | None, batch: in
     return torch.randn((batch, *size), generator=g).to(device)
 
 
-class MissingExtraError(ImportError):
-    """An optional dependency that is not installed; the message names the pip extra."""
 
 
 def _require_onnx() -> None:

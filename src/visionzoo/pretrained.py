@@ -29,10 +29,18 @@ from typing import Any
 
 import yaml
 
-from visionzoo.ports import PortError, PortSpec, download, get_port
+from visionzoo.ports import (
+    PortError,
+    PortSpec,
+    _hash_prefix,
+    cache_dir,
+    download,
+    get_port,
+    sha256_file,
+)
 from visionzoo.registry import list_models
 
-__all__ = ["PretrainedError", "PretrainedTag", "fetch", "get_pretrained", "hub_tag",
+__all__ = ["PretrainedError", "PretrainedTag", "cached_file", "fetch", "get_pretrained", "hub_tag",
            "list_pretrained", "no_weights_reason", "pretrained_tags", "split_tag"]
 
 HUB_PREFIX = "hf-hub:"
@@ -233,3 +241,38 @@ def fetch(tag: PretrainedTag) -> Path:
                               f"(VISIONZOO_CACHE)") from None
     except PortError as e:
         raise PretrainedError(f"{tag.name}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# cached only: weights that are already on this machine (no network)
+# ---------------------------------------------------------------------------------------------
+
+
+def cached_file(tag: PretrainedTag) -> Path | None:
+    """The tag's weights file if it is already on this machine, else None; never touches the
+    network (the companion site draws Grad-CAM only for weights a user already has).
+
+    URL tags: visionzoo's cache (where ``fetch`` puts them) or torch hub's checkpoint folder
+    (where torchvision puts the same files), checked against the hash in the file name as
+    ``download`` does. Hub tags: huggingface_hub's cache (``try_to_load_from_cache``), without
+    the etag request ``hf_hub_download`` would make.
+    """
+    if tag.kind == "hf-hub":
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        for fname in HUB_FILES:
+            found = try_to_load_from_cache(tag.location, fname, revision=tag.revision)
+            if isinstance(found, str):
+                return Path(found)
+        return None
+    import torch.hub
+
+    fname = tag.location.rsplit("/", 1)[-1]
+    prefix = _hash_prefix(tag.location)
+    for folder in (cache_dir(), Path(torch.hub.get_dir()) / "checkpoints"):
+        path = folder / fname
+        if path.is_file() and (prefix is None or sha256_file(path).startswith(prefix)):
+            return path
+    return None

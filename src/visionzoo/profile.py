@@ -8,9 +8,11 @@ propagate, nothing is computed, and even EfficientNet-B7 at 600x600 costs no tim
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -184,15 +186,59 @@ def _rows_for(name: str, info: ModelInfo, label: str, kind: str, overrides: dict
     return rows
 
 
+# params and MACs of every registered model at its paper's input size, for `visionzoo list`
+# (scripts/model_table.py writes it; verify fails a model whose entry is missing or stale)
+TABLE_PATH = Path(__file__).with_name("model_table.json")
+
+
+@functools.lru_cache(maxsize=1)
+def model_table() -> dict[str, dict[str, Any]]:
+    """The committed table {name: {"input_size", "params", "macs"}} ({} when absent)."""
+    try:
+        return json.loads(TABLE_PATH.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def table_stats(name: str) -> tuple[int, int]:
+    """(params, MACs) of a registered model at its paper's input size: from the committed table
+    when it has the model, else measured now (a model registered outside visionzoo)."""
+    entry = model_table().get(name)
+    if entry is not None and tuple(entry["input_size"]) == tuple(model_info(name).input_size):
+        return entry["params"], entry["macs"]
+    prof = profile(name)
+    return prof.params, prof.macs
+
+
+def _table_rows(name: str, info: ModelInfo) -> list[VerifyRow]:
+    """Failing rows only: the table `visionzoo list` reads disagrees with the measurement (a
+    model registered outside visionzoo is not in the table and is measured by `list`)."""
+    entry = model_table().get(name)
+    if entry is None and not builder(name).__module__.startswith("visionzoo."):
+        return []
+    prof = profile(name, info.input_size)
+    rows = []
+    for metric, measured in (("params", prof.params), ("macs", prof.macs)):
+        if entry is None or entry.get(metric) != measured or \
+                tuple(entry.get("input_size", ())) != tuple(info.input_size):
+            rows.append(VerifyRow(name, "", metric, "missing" if entry is None else
+                                  f"{entry.get(metric, 0):,}", "model_table.json",
+                                  float(measured), False, "table",
+                                  "the list table is stale: run python scripts/model_table.py"))
+    return rows
+
+
 def verify(patterns: str | Sequence[str] = "*") -> list[VerifyRow]:
     """Published vs measured params/MACs for every matching model, its paper variants and its
     documented deviations. A row passes when the measurement prints as the published number at
-    the published precision (under the source's rounding convention)."""
+    the published precision (under the source's rounding convention). A model whose entry in
+    the table `visionzoo list` reads (model_table.json) is stale also gets a failing row."""
     names = list_models(patterns)
     rows: list[VerifyRow] = []
     for name in names:
         info = model_info(name)
         rows += _rows_for(name, info, "", "paper", {}, None, info.published)
+        rows += _table_rows(name, info)
         for var in info.variants:
             rows += _rows_for(name, info, var.label, "variant", dict(var.overrides),
                               var.input_size, var.published)
@@ -243,6 +289,20 @@ def human(n: float, unit: str = "") -> str:
     return f"{n:.0f}{unit}"
 
 
+# the stage table's columns: `format_info` prints them, visionzoo.diagram draws them
+STAGE_COLUMNS = ("stage", "output size", "channels", "layers", "blocks", "params", "MACs")
+
+
+def stage_cells(s: StageProfile) -> list[str]:
+    """One stage row as text, in ``STAGE_COLUMNS`` order ("56x56", "256", "7x7, 64, stride 2",
+    "3", "215.81K", ...): the one formatting that the printed table and the diagram share."""
+    size = "x".join(str(v) for v in s.output[1:]) if len(s.output) == 3 else (
+        f"{s.output[1]} tokens" if len(s.output) == 2 else "1x1")
+    chans = str(s.output[0]) if s.output else "-"
+    return [s.name, size, chans, s.layers, "" if s.blocks is None else str(s.blocks),
+            human(s.params), human(s.macs)]
+
+
 def format_info(name: str, input_size: Sequence[int] | None = None, **overrides: Any) -> str:
     info = model_info(name)
     prof = profile(name, input_size, **overrides)
@@ -252,14 +312,11 @@ def format_info(name: str, input_size: Sequence[int] | None = None, **overrides:
            f"(FLOPs = 2 x MACs)"]
     if overrides:
         out.append("flags: " + ", ".join(f"{k}={v!r}" for k, v in overrides.items()))
-    header = ["stage", "output size", "channels", "layers", "blocks", "params", "MACs"]
+    header = list(STAGE_COLUMNS)
     body = []
     for s in prof.stages:
-        size = "x".join(str(v) for v in s.output[1:]) if len(s.output) == 3 else (
-            f"{s.output[1]} tokens" if len(s.output) == 2 else "1x1")
-        chans = str(s.output[0]) if s.output else "-"
-        body.append([("  " if s.part_of else "") + s.name, size, chans, s.layers,
-                     "" if s.blocks is None else str(s.blocks), human(s.params), human(s.macs)])
+        cells = stage_cells(s)
+        body.append([("  " if s.part_of else "") + cells[0], *cells[1:]])
     body.append(["total", "", "", "", "", human(prof.params), human(prof.macs)])
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
     right = {4, 5, 6}

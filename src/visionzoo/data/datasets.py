@@ -7,8 +7,9 @@ Three on-disk layouts are recognised by ``open_dataset(spec)``:
   ``train/`` that hold images; a folder without any is left out with a ``DataWarning``.
 * **IDX** (Fashion-MNIST, MNIST): ``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte``,
   ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``. The keyword ``fashion-mnist`` looks in
-  ``$VISIONZOO_DATA/fashion-mnist`` and Debian's ``/usr/share/datasets/fashion-mnist``
-  (package ``dataset-fashion-mnist``).
+  ``$VISIONZOO_DATA/fashion-mnist``, the user cache ``~/.cache/visionzoo/fashion-mnist`` (where
+  ``visionzoo download fashion-mnist`` puts it; ``$XDG_CACHE_HOME/visionzoo`` when that is set)
+  and Debian's ``/usr/share/datasets/fashion-mnist`` (package ``dataset-fashion-mnist``).
 * **CIFAR-10 / CIFAR-100** in their "python version" layout (``data_batch_1..5``/``test_batch``/
   ``batches.meta``, or ``train``/``test``/``meta``), or the folder that holds
   ``cifar-10-batches-py`` / ``cifar-100-python``. Those files are Python pickles; they are read
@@ -56,9 +57,11 @@ __all__ = [
     "Skipped",
     "Split",
     "collate",
+    "default_download_root",
     "make_loader",
     "mix_seed",
     "open_dataset",
+    "user_cache_root",
 ]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
@@ -69,6 +72,9 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 KEYWORDS = {"fashion-mnist": "fashion-mnist", "fashion_mnist": "fashion-mnist",
             "mnist": "mnist", "cifar10": "cifar-10", "cifar-10": "cifar-10",
             "cifar100": "cifar-100", "cifar-100": "cifar-100"}
+# keyword folders that `visionzoo download` (visionzoo.data.download) can fetch
+DOWNLOADABLE = ("fashion-mnist",)
+# searched after $VISIONZOO_DATA and the user cache (``user_cache_root()``)
 DATA_ROOTS = ("/usr/share/datasets",)
 
 
@@ -242,7 +248,9 @@ def _open_idx(root: Path, name: str) -> DataSource:
     for split, (img_stem, lbl_stem) in _IDX_FILES.items():
         img, lbl = _find_file(root, img_stem), _find_file(root, lbl_stem)
         if img is None or lbl is None:
-            raise DataError(f"{root}: missing {img_stem}[.gz] or {lbl_stem}[.gz]")
+            hint = (f" (`visionzoo download {name} --root {root.parent}` fetches what is "
+                    f"missing)" if name in DOWNLOADABLE else "")
+            raise DataError(f"{root}: missing {img_stem}[.gz] or {lbl_stem}[.gz]{hint}")
         images = read_idx(img)
         if images.ndim != 3:
             raise DataError(f"{img}: expected (N, H, W) images, got shape {tuple(images.shape)}")
@@ -414,9 +422,53 @@ def _open_imagefolder(root: Path, name: str) -> DataSource:
 # ---------------------------------------------------------------------------------------------
 
 
+def user_cache_root() -> Path | None:
+    """``$XDG_CACHE_HOME/visionzoo``, else ``~/.cache/visionzoo``: a place every user can write
+    without root, where ``visionzoo download`` puts datasets by default. None when there is no
+    home directory to expand (a service account without one): then only $VISIONZOO_DATA and
+    the system roots are searched."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    try:
+        base = Path(xdg) if os.path.isabs(xdg) else Path("~/.cache").expanduser()
+    except RuntimeError:  # no HOME and no passwd entry
+        return None
+    return base / "visionzoo"
+
+
+def _env_roots() -> list[Path]:
+    return [Path(p).expanduser() for p in os.environ.get("VISIONZOO_DATA", "").split(os.pathsep)
+            if p]
+
+
 def _data_roots() -> list[Path]:
-    roots = [Path(p) for p in os.environ.get("VISIONZOO_DATA", "").split(os.pathsep) if p]
-    return roots + [Path(p) for p in DATA_ROOTS]
+    """Where a keyword's folder is searched, in order: each $VISIONZOO_DATA entry, the user
+    cache, then the system roots (Debian's /usr/share/datasets)."""
+    cache = user_cache_root()
+    return _env_roots() + ([cache] if cache else []) + [Path(p) for p in DATA_ROOTS]
+
+
+def default_download_root() -> Path:
+    """Where ``visionzoo download`` writes when given no --root: the first $VISIONZOO_DATA
+    entry, else the user cache (so the keyword then finds what was downloaded)."""
+    env = _env_roots()
+    if env:
+        return env[0]
+    cache = user_cache_root()
+    if cache is None:
+        raise DataError("no home directory for the default cache ~/.cache/visionzoo: set "
+                        "VISIONZOO_DATA or pass --root DIR")
+    return cache
+
+
+def _holds_something(folder: Path) -> bool:
+    """A keyword's candidate folder: skipped when empty (what a failed first download leaves
+    behind), kept when it cannot be listed, so that reading it reports why."""
+    if not folder.is_dir():
+        return False
+    try:
+        return any(folder.iterdir())
+    except OSError:
+        return True
 
 
 def find_dataset(spec: str) -> tuple[Path, str]:
@@ -431,11 +483,15 @@ def find_dataset(spec: str) -> tuple[Path, str]:
         folder = KEYWORDS[key]
         tried = [r / folder for r in _data_roots()]
         for cand in tried:
-            if cand.is_dir():
+            if _holds_something(cand):
                 return cand, folder
-        hint = " (Debian: apt install dataset-fashion-mnist)" if "fashion" in folder else ""
-        raise DataError(f"dataset {spec!r} not found in {', '.join(map(str, tried))}{hint}; "
-                        f"set VISIONZOO_DATA or pass a path")
+        if folder in DOWNLOADABLE:
+            how = (f"get it with `visionzoo download {folder}` (no root needed; Debian: apt "
+                   f"install dataset-{folder}), or pass a folder")
+        else:
+            how = (f"put its files in {tried[0]} (or set VISIONZOO_DATA to the folder above "
+                   f"{folder}/), or pass a folder")
+        raise DataError(f"dataset {spec!r} not found in {', '.join(map(str, tried))}; {how}")
     raise DataError(f"no such dataset folder: {spec} (keywords: fashion-mnist, mnist, cifar10, "
                     f"cifar100; or a path)")
 
