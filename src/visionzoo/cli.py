@@ -386,7 +386,9 @@ def _pretrained_classifier(name: str, pretrained: str) -> tuple[Any, list[str]]:
 
 def _predict_model_from_images(args: argparse.Namespace) -> None:
     """``predict MODEL IMAGE...``: the first positional is the model when it is a registered
-    name and not an existing file (as every other command takes MODEL positionally)."""
+    name and not an existing file (as every other command takes MODEL positionally); an image
+    right after a bare ``--pretrained`` is an image."""
+    from visionzoo.data.datasets import IMG_EXTENSIONS
     from visionzoo.registry import list_models
 
     first = args.images[0]
@@ -394,8 +396,12 @@ def _predict_model_from_images(args: argparse.Namespace) -> None:
         if args.model and args.model != first:
             raise UserError(f"two models given: {first} and --model {args.model}")
         args.model, args.images = first, args.images[1:]
-        if not args.images:
-            raise UserError(f"no image given: visionzoo predict {first} IMAGE...")
+    if args.pretrained and Path(args.pretrained).suffix.lower() in IMG_EXTENSIONS:
+        # `--pretrained cat.jpg`: the bare flag (default weights) before an image, not a weights
+        # file (no weights file is an image)
+        args.images, args.pretrained = [args.pretrained, *args.images], "true"
+    if not args.images:
+        raise UserError(f"no image given: visionzoo predict {args.model or 'MODEL'} IMAGE...")
 
 
 def _add_predict(p: argparse.ArgumentParser) -> None:
@@ -407,9 +413,10 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", help="torchvision/timm/efficientnet_pytorch weights file")
     g.add_argument("--checkpoint", help="visionzoo checkpoint (.safetensors)")
     g.add_argument("--deployed", metavar="DIR", help="a deployment saved by `visionzoo deploy`")
-    g.add_argument("--pretrained", metavar="TAG|PATH|true",
+    g.add_argument("--pretrained", metavar="TAG|PATH|true", nargs="?", const="true",
                    help="create_model(MODEL, pretrained=...): a pretrained tag, a weights file "
-                        "or checkpoint, or true (the model's default weights)")
+                        "or checkpoint, or true (the default without a value: the model's "
+                        "default weights)")
     p.add_argument("--runtime", choices=["auto", "onnxruntime", "openvino", "torch"],
                    help="run on an engine (visionzoo.deploy; parity-checked) instead of eager "
                         "PyTorch")
@@ -481,12 +488,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from visionzoo.engine import evaluate
 
     model = _model_arg(args)
-    path = Path(args.checkpoint or args.weights)
-    if args.weights and not model:
-        raise UserError("--weights needs the model name (visionzoo eval MODEL --weights W)")
-    r = evaluate(path, args.data, model_name=model, split=args.split,
+    if args.pretrained is not None:
+        if not model:
+            raise UserError("--pretrained needs the model name (visionzoo eval MODEL "
+                            "--pretrained [TAG])")
+        net, _ = _pretrained_classifier(model, args.pretrained)
+        path, source = Path(args.out or "."), net
+    else:
+        path = Path(args.checkpoint or args.weights)
+        source = path
+        if args.weights and not model:
+            raise UserError("--weights needs the model name (visionzoo eval MODEL --weights W)")
+    r = evaluate(source, args.data, model_name=model, split=args.split,
                  batch_size=args.batch_size, workers=args.workers, device=args.device,
-                 amp=args.amp, out_dir=args.out or path.parent,
+                 amp=args.amp, out_dir=args.out or (path if args.pretrained is not None
+                                                    else path.parent),
                  progress="auto" if not args.json else "off")
     if args.results_file:
         Path(args.results_file).parent.mkdir(parents=True, exist_ok=True)
@@ -556,6 +572,9 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
                                         "a torchvision/timm/efficientnet_pytorch weights file")
     g.add_argument("--weights", help="torchvision/timm/efficientnet_pytorch weights file "
                                      "(.pth/.pt/.bin/.safetensors) for MODEL")
+    g.add_argument("--pretrained", metavar="TAG", nargs="?", const="true",
+                   help="MODEL with a pretrained tag (default without a value: its default "
+                        "weights), as create_model(MODEL, pretrained=...)")
     p.add_argument("--data", required=True, help="as for train")
     p.add_argument("--split", help="split to evaluate (default: the dataset's val/test split)")
     p.add_argument("-b", "--batch-size", type=int, default=256)
@@ -639,7 +658,7 @@ def _add_validate(p: argparse.ArgumentParser) -> None:
                    help="class folders (WordNet ids n01440764 ... or any names), or a flat "
                         "folder of images with --labels")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--pretrained", metavar="TAG|PATH|true",
+    g.add_argument("--pretrained", metavar="TAG|PATH|true", nargs="?", const="true",
                    help="create_model(MODEL, pretrained=...): a pretrained tag, a weights file "
                         "or checkpoint, true (default: the model's default weights) or false")
     g.add_argument("--weights", metavar="PATH",
@@ -840,7 +859,7 @@ COMMANDS += [
 
 
 def _model_for(args: argparse.Namespace) -> Any:
-    """The model named by MODEL and one of --weights / --checkpoint / --random."""
+    """The model named by MODEL and one of --weights / --checkpoint / --pretrained / --random."""
     from visionzoo.factory import create_model
     from visionzoo.registry import model_info
 
@@ -854,6 +873,8 @@ def _model_for(args: argparse.Namespace) -> Any:
         return model.eval()
     if args.weights:
         return create_model(args.model, pretrained=args.weights).eval()
+    if args.pretrained is not None:
+        return _pretrained_classifier(args.model, args.pretrained)[0]
     from visionzoo.layers import randomize_weights_
 
     return randomize_weights_(create_model(args.model)).eval()
@@ -926,6 +947,8 @@ def _add_deploy(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--weights", help="torchvision/timm/efficientnet_pytorch weights file")
     g.add_argument("--checkpoint", help="visionzoo checkpoint (.safetensors)")
+    g.add_argument("--pretrained", metavar="TAG", nargs="?", const="true",
+                   help="a pretrained tag (default without a value: the model's default weights)")
     g.add_argument("--random", action="store_true", help="seeded random weights (for timing)")
     p.add_argument("--runtime", default="auto",
                    choices=["auto", "onnxruntime", "openvino", "torch"],
