@@ -30,7 +30,10 @@ def summary_table() -> str:
     for key, ab in ABLATIONS.items():
         path = OUT / key / "summary.json"
         if not path.is_file():
-            missing.append(f"{key} ({ab.pending or 'not run yet'})")
+            why = OUT / key / "NOT_RUN.md"  # a measured reason, committed in place of results
+            reason = why.read_text().split("\n\n")[1].replace("\n", " ").strip() \
+                if why.is_file() else ab.pending or "not run yet"
+            missing.append(f"{key} ({reason})")
             continue
         s = json.loads(path.read_text())
         for c in s["claims"]:
