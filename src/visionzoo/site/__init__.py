@@ -128,9 +128,9 @@ def build_site(out: str | Path, patterns: str | Sequence[str] = "*", *,
 
 
 def _render(env: Any, template: str, path: Path, result: SiteResult, **context: Any) -> None:
-    from visionzoo import __version__
+    from importlib.metadata import version  # not `visionzoo.__version__`: imports run one way
 
-    path.write_text(env.get_template(template).render(version=__version__, **context))
+    path.write_text(env.get_template(template).render(version=version("visionzoo"), **context))
     result.files.append(path.relative_to(result.out).as_posix())
 
 
