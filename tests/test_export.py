@@ -124,10 +124,11 @@ def test_readme_matrix_script(tmp_path):
                       "<!-- export-matrix:end -->\n\ntail\n")
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "export_matrix.py"),
                            "--models", "resnet20", "--formats", "torchscript", "--threads", "1",
-                           "--readme", str(readme)],
+                           "--readme", str(readme), "--out", str(tmp_path / "matrix.md")],
                           capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     text = readme.read_text()
     assert text.startswith("# title\n\nintro\n\n<!-- export-matrix:start -->\n")
     assert text.endswith("<!-- export-matrix:end -->\n\ntail\n") and "old" not in text
     assert "| resnet20 | 32x32 | yes (" in text
+    assert "| resnet20 | 32x32 | yes (" in (tmp_path / "matrix.md").read_text()
