@@ -48,7 +48,7 @@ demo: $(STAMP)
 	@echo "  $(BIN)/visionzoo list           # every model: params, MACs, pretrained weights, paper"
 	@echo "  $(BIN)/visionzoo info swin_t    # a model's stages beside its paper's table"
 
-# The whole test suite (no network; about 15-20 minutes on 2 cores): the xdist run, then the few
+# The whole test suite (no network; about 18-22 minutes on 2 cores): the xdist run, then the few
 # tests marked serial in one plain process. Now and then an xdist worker dies late in the suite
 # with no traceback and no OOM kill (seen on CI and here, on different tests; cause not found):
 # a test whose worker died is run once more (pytest-rerunfailures' crash recovery; the summary
