@@ -90,3 +90,34 @@ def test_each_ready_paper_runs_end_to_end_at_smoke(paper: str, fmnist: Path, tmp
     # the arms differ only by their flags: params differ where the flag removes parameters
     by = {a["label"]: a for a in summary["arms"]}
     assert all(by[a.label]["model"] == a.model for a in ab.arms)
+
+
+def test_efficientnet_arms_follow_the_compound_rule_at_matched_macs() -> None:
+    """Fig. 8's protocol: the compound arm is the paper's rule (Eq. 3, phi = 1) applied to the
+    small base, and each one-dimension arm costs the same MACs as it (within 5 %), measured."""
+    from visionzoo.models.efficientnet import ALPHA, BETA, GAMMA
+    from visionzoo.profile import profile
+
+    ab = ablate.ABLATIONS["efficientnet"]
+    base, compound, depth, width, res = ab.arms
+    w0, d0, r0 = ablate.BASE_EFFICIENTNET
+    assert (base.args["width"], base.args["depth"], base.img_size) == (w0, d0, r0)
+    assert compound.args["width"] == pytest.approx(w0 * BETA, abs=1e-3)
+    assert compound.args["depth"] == pytest.approx(d0 * ALPHA, abs=1e-3)
+    assert compound.img_size == round(r0 * GAMMA)
+    # one dimension each: the other two stay at the base's
+    assert (depth.args["width"], depth.img_size) == (w0, r0) and depth.args["depth"] > d0
+    assert (width.args["depth"], width.img_size) == (d0, r0) and width.args["width"] > w0
+    assert (res.args["width"], res.args["depth"]) == (w0, d0) and res.img_size > r0
+    # the short-schedule settings are the same for every arm
+    fit = ("bn_momentum", "drop_rate", "drop_path_rate")
+    assert len({tuple(a.args[k] for k in fit) for a in ab.arms}) == 1
+
+    def macs(arm: ablate.Arm) -> int:
+        return profile(arm.model, input_size=(1, arm.img_size, arm.img_size), num_classes=10,
+                       in_chans=1, **arm.args).macs
+
+    target = macs(compound)
+    assert 2.0 < target / macs(base) < 2.6  # (alpha * beta^2 * gamma^2) ~ 2 per unit of phi
+    for arm in (depth, width, res):
+        assert abs(macs(arm) / target - 1) < 0.05, arm.label
