@@ -77,11 +77,26 @@ def _mem_line() -> str:
         return "memory unknown"
 
 
+_FAULT_FILES: list = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput") and "VZ_TESTLOG_DIR" not in os.environ:
         import tempfile
 
         os.environ["VZ_TESTLOG_DIR"] = tempfile.mkdtemp(prefix="vz-testlog-")
+    worker, folder = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("VZ_TESTLOG_DIR")
+    if worker and folder:
+        # a worker that dies in native code (or from a signal) leaves no Python traceback in
+        # the report: its threads' stacks go to <worker>.fault, which the summary prints
+        import faulthandler
+        import signal
+
+        f = open(os.path.join(folder, f"{worker}.fault"), "a")  # noqa: SIM115 (process-long)
+        _FAULT_FILES.append(f)
+        faulthandler.enable(file=f, all_threads=True)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            faulthandler.register(sig, file=f, all_threads=True, chain=True)
 
 
 def pytest_runtest_logstart(nodeid: str, location: object) -> None:
@@ -103,6 +118,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr.section("where the crashed worker was (tests/conftest.py)")
     for name in sorted(os.listdir(folder)):
         lines = open(os.path.join(folder, name)).read().splitlines()
+        if name.endswith(".fault"):
+            if lines:
+                tr.write_line(f"{name}: the stacks faulthandler wrote (last 40 lines)")
+                for line in lines[-40:]:
+                    tr.write_line("  " + line)
+            continue
         tr.write_line(f"{name}: last {min(len(lines), 6)} of {len(lines)} tests started")
         for line in lines[-6:]:
             tr.write_line("  " + line)
