@@ -469,7 +469,7 @@ def summarize(ab: Ablation, rows: Sequence[Mapping[str, Any]], b: Mapping[str, A
     machine = (f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     return {"paper": ab.key, "title": ab.title, "evidence": ab.evidence, "budget": budget,
-            "recipe": dict(ab.recipe), "amp": b["amp"],
+            "recipe": dict(ab.recipe), "amp": b.get("amp"),
             "machine": machine,
             "data": src.name, "train_images": len(src.split(src.train_split)),
             "test_images": len(src.split(src.eval_split)), "epochs": b["epochs"],
@@ -525,8 +525,9 @@ def render_markdown(s: Mapping[str, Any]) -> str:
              f"Budget `{s['budget']}`: {s['data']}, {s['train_images']} training / "
              f"{s['test_images']} test images, {s['epochs']} epochs, {s['seeds']} seeds per "
              f"arm, one recipe for every arm (`small_cpu` optimiser and schedule, no label "
-             f"smoothing, EMA or TTA{_recipe_note(s.get('recipe'))}; "
-             f"{_AMP.get(s.get('amp', 'bf16'), s.get('amp'))}); {s['minutes']} min in "
+             f"smoothing, EMA or TTA{_recipe_note(s.get('recipe'))}"
+             f"{'; ' + _AMP.get(s['amp'], s['amp']) if s.get('amp') else ''}); "
+             f"{s['minutes']} min in "
              f"all on {s['machine']}.", "",
              f"Small-input adaptation: {s['adaptation']}.", "",
              "| variant | params | MACs | input | test top-1 % (mean ± std) | final train loss "
