@@ -90,13 +90,23 @@ def pytest_configure(config: pytest.Config) -> None:
         # a worker that dies in native code (or from a signal) leaves no Python traceback in
         # the report: its threads' stacks go to <worker>.fault, which the summary prints
         import faulthandler
-        import signal
 
         f = open(os.path.join(folder, f"{worker}.fault"), "a")  # noqa: SIM115 (process-long)
         _FAULT_FILES.append(f)
         faulthandler.enable(file=f, all_threads=True)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-            faulthandler.register(sig, file=f, all_threads=True, chain=True)
+        _watch_signals()
+
+
+def _watch_signals() -> None:
+    """faulthandler's stacks on the signals that end a process quietly; again before each test,
+    since a training run restores the Python-level handlers it replaced, dropping these."""
+    import faulthandler
+    import signal
+
+    if _FAULT_FILES:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                    signal.SIGALRM):
+            faulthandler.register(sig, file=_FAULT_FILES[0], all_threads=True, chain=True)
 
 
 def pytest_runtest_logstart(nodeid: str, location: object) -> None:
@@ -104,8 +114,28 @@ def pytest_runtest_logstart(nodeid: str, location: object) -> None:
     if worker and folder:
         import time
 
+        _watch_signals()
         with open(os.path.join(folder, f"{worker}.log"), "a") as f:
             f.write(f"{time.strftime('%H:%M:%S')} {nodeid} ({_mem_line()})\n")
+
+
+def pytest_testnodedown(node, error) -> None:
+    """In the controller: how a worker ended (exit status, or the signal that killed it, or
+    still running with its channel broken), for the crash section of the summary."""
+    folder = os.environ.get("VZ_TESTLOG_DIR")
+    if not error or not folder:
+        return
+    popen = getattr(getattr(getattr(node, "gateway", None), "_io", None), "popen", None)
+    status = "unknown (no process handle)"
+    if popen is not None:
+        try:
+            rc = popen.wait(timeout=5)
+            status = f"killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
+        except subprocess.TimeoutExpired:
+            status = "still running: its channel to the controller broke"
+    worker = getattr(node, "gateway", None) and node.gateway.id
+    with open(os.path.join(folder, "nodedown.txt"), "a") as f:
+        f.write(f"{worker}: {status} ({error})\n")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -118,6 +148,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr.section("where the crashed worker was (tests/conftest.py)")
     for name in sorted(os.listdir(folder)):
         lines = open(os.path.join(folder, name)).read().splitlines()
+        if name == "nodedown.txt":
+            for line in lines:
+                tr.write_line(f"worker ended: {line}")
+            continue
         if name.endswith(".fault"):
             if lines:
                 tr.write_line(f"{name}: the stacks faulthandler wrote (last 40 lines)")
