@@ -119,6 +119,7 @@ def pytest_runtest_logstart(nodeid: str, location: object) -> None:
             f.write(f"{time.strftime('%H:%M:%S')} {nodeid} ({_mem_line()})\n")
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: absent under -p no:xdist
 def pytest_testnodedown(node, error) -> None:
     """In the controller: how a worker ended (exit status, or the signal that killed it, or
     still running with its channel broken), for the crash section of the summary."""
