@@ -104,6 +104,9 @@ def _watch_signals() -> None:
     import signal
 
     if _FAULT_FILES:
+        # a native library may install its own SIGSEGV handler (the stacks were missing after
+        # the OpenVINO tests): take the fatal signals back too
+        faulthandler.enable(file=_FAULT_FILES[0], all_threads=True)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
                     signal.SIGALRM):
             faulthandler.register(sig, file=_FAULT_FILES[0], all_threads=True, chain=True)
