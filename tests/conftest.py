@@ -104,8 +104,8 @@ def _watch_signals() -> None:
     import signal
 
     if _FAULT_FILES:
-        # a native library may install its own SIGSEGV handler (the stacks were missing after
-        # the OpenVINO tests): take the fatal signals back too
+        # and the fatal signals, in case a native library installed its own SIGSEGV handler
+        # (this did not capture the segfaults seen so far: their .fault files stayed empty)
         faulthandler.enable(file=_FAULT_FILES[0], all_threads=True)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
                     signal.SIGALRM):
